@@ -1,0 +1,3 @@
+from pilotfish.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""User-facing resources: Kubernetes core kinds and Istio's kinds, parsed and validated."""

@@ -1,0 +1,47 @@
+"""The ``pilotfish`` command. Each subcommand lives in its own module, imported only when used,
+so that a proxy process does not pay for the CLI's other parts."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, help). Each module has ``add_arguments(parser)`` and ``run(args) -> int``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "proxy": ("pilotfish.cli.proxy_cmd", "run a proxy (sidecar or gateway) from a config file"),
+    "analyze": ("pilotfish.cli.analyze_cmd", "analyze Istio/Kubernetes configuration"),
+    "version": ("pilotfish.cli.version_cmd", "print the version"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pilotfish", description="A service mesh that reads Istio's YAML.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue  # a command whose module is not built yet
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    # Only import the chosen command's module when we know it, to keep start-up light.
+    args = parser.parse_args(argv)
+    run = getattr(args, "_run", None)
+    if run is None:
+        parser.print_help()
+        return 2
+    return int(run(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
