@@ -1,0 +1,137 @@
+"""One access-log line per request, in Istio's default text format or as JSON.
+
+Istio's default format (``meshConfig.accessLogFormat`` unset, ``accessLogEncoding: TEXT``)::
+
+  [%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE%
+  %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS%
+  "%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION%
+  %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%"
+  "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW%
+  %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS%
+  %REQUESTED_SERVER_NAME% %ROUTE_NAME%
+
+(on one line). Missing values print as ``-``. The JSON encoding uses Istio's key names for
+the same fields. Lines are buffered and written in batches (at most every 100 ms, or when the
+buffer is large) so that logging costs little on the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from typing import Any
+
+_ISO_CACHE: list[Any] = [0, ""]
+
+
+def _iso(ts: float) -> str:
+    """RFC 3339 with milliseconds, UTC, as Envoy prints START_TIME; the second is cached."""
+    sec = int(ts)
+    if _ISO_CACHE[0] != sec:
+        _ISO_CACHE[0] = sec
+        _ISO_CACHE[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return f"{_ISO_CACHE[1]}.{int((ts - sec) * 1000):03d}Z"
+
+
+def _d(v: Any) -> str:
+    return "-" if v is None or v == "" else str(v)
+
+
+class AccessLogger:
+    def __init__(self, path: str, fmt: str = "text", flush_interval: float = 0.1) -> None:
+        self.fmt = fmt
+        self.path = path
+        if path in ("/dev/stdout", "-"):
+            self.fd = 1
+            self._own = False
+        elif path == "/dev/stderr":
+            self.fd = 2
+            self._own = False
+        else:
+            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._own = True
+        self.buf: list[str] = []
+        self.size = 0
+        self.flush_interval = flush_interval
+        self._handle: asyncio.TimerHandle | None = None
+
+    def log(self, rec: Any) -> None:
+        line = self.format_json(rec) if self.fmt == "json" else self.format_text(rec)
+        self.buf.append(line)
+        self.size += len(line)
+        if self.size > 65536:
+            self.flush()
+        elif self._handle is None:
+            try:
+                self._handle = asyncio.get_running_loop().call_later(self.flush_interval, self.flush)
+            except RuntimeError:
+                self.flush()
+
+    @staticmethod
+    def format_text(r: Any) -> str:
+        h = r.req_headers
+        return (
+            f'[{_iso(r.start_wall)}] "{r.method} {r.log_path} {r.protocol}" {r.status} '
+            f"{r.flags_str()} {_d(r.details)} - \"{_d(r.transport_failure)}\" {r.bytes_received} "
+            f"{r.bytes_sent} {r.duration_ms()} {_d(r.upstream_service_time)} "
+            f'"{_d(h.get("x-forwarded-for"))}" "{_d(h.get("user-agent"))}" '
+            f'"{_d(h.get("x-request-id"))}" "{_d(r.log_authority)}" "{_d(r.upstream_host)}" '
+            f"{_d(r.cluster_name)} {_d(r.upstream_local)} {_d(r.downstream_local)} "
+            f"{_d(r.downstream_remote)} - {_d(r.route_name)}\n"
+        )
+
+    @staticmethod
+    def format_json(r: Any) -> str:
+        h = r.req_headers
+        obj = {
+            "start_time": _iso(r.start_wall),
+            "method": r.method,
+            "path": r.log_path,
+            "protocol": r.protocol,
+            "response_code": r.status,
+            "response_flags": r.flags_str(),
+            "response_code_details": r.details,
+            "connection_termination_details": None,
+            "upstream_transport_failure_reason": r.transport_failure,
+            "bytes_received": r.bytes_received,
+            "bytes_sent": r.bytes_sent,
+            "duration": r.duration_ms(),
+            "upstream_service_time": r.upstream_service_time,
+            "x_forwarded_for": h.get("x-forwarded-for"),
+            "user_agent": h.get("user-agent"),
+            "request_id": h.get("x-request-id"),
+            "authority": r.log_authority,
+            "upstream_host": r.upstream_host,
+            "upstream_cluster": r.cluster_name,
+            "upstream_local_address": r.upstream_local,
+            "downstream_local_address": r.downstream_local,
+            "downstream_remote_address": r.downstream_remote,
+            "requested_server_name": None,
+            "route_name": r.route_name,
+        }
+        return json.dumps(obj, separators=(",", ":")) + "\n"
+
+    def flush(self) -> None:
+        self._handle = None
+        if not self.buf:
+            return
+        data = "".join(self.buf).encode("utf-8", "replace")
+        self.buf.clear()
+        self.size = 0
+        try:
+            while data:
+                n = os.write(self.fd, data)
+                data = data[n:]
+        except BlockingIOError:
+            pass  # a full pipe: drop rather than block the proxy
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self.flush()
+        if self._own:
+            os.close(self.fd)

@@ -1,0 +1,364 @@
+"""The downstream HTTP/1.1 connection: strict parsing, limits, and response framing.
+
+httptools (llhttp) parses; this module adds the rules a proxy must enforce before anything
+reaches a filter: request smuggling shapes are refused with 400 and the connection closed
+(llhttp already refuses Content-Length with Transfer-Encoding, duplicate or invalid
+Content-Length, obs-fold, bad chunk sizes and bare LF), a transfer coding other than
+``chunked`` gets 501, an oversized request line or header block 431, a body over the
+configured limit 413, a client too slow to send its headers 408, an unsupported version 505.
+
+Each parsed request becomes a :class:`~pilotfish.proxy.stream.Stream`. Requests pipelined
+on one connection are served one after another; the body of the first one streams, the
+bodies of those queued behind it are buffered (reading pauses when the queue grows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from pilotfish.proxy.http import REASONS, Request
+from pilotfish.proxy.stream import Stream, local_reply_bytes
+
+if TYPE_CHECKING:
+    from pilotfish.proxy.listener import ChainRuntime
+
+MAX_QUEUED_BYTES = 256 * 1024
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, details: str) -> None:
+        super().__init__(details)
+        self.status = status
+        self.details = details
+
+
+class DownstreamConnection(asyncio.Protocol):
+    """One client connection on an HTTP filter chain."""
+
+    def __init__(self, chain: ChainRuntime, listener: Any) -> None:
+        self.chain = chain
+        self.listener = listener
+        self.proxy = listener.proxy
+        self.hcm = chain.hcm
+        self.stats = chain.stats
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.loop = asyncio.get_event_loop()
+        self.closed = False
+        self.closing = False  # no new requests: close when the current one ends
+        self.source_ip = ""
+        self.source_port = 0
+        self.dest_ip = ""
+        self.dest_port = 0
+        self.local_address = ""
+        self.remote_address = ""
+        self.active: Stream | None = None  # the stream being served (owns the response)
+        self.parsing: Stream | None = None  # the stream whose request is being parsed
+        self.queue: deque[Stream] = deque()
+        self.queued_bytes = 0
+        self.write_paused = False
+        self._read_pause = 0  # reasons to keep reading paused
+        self._url: list[bytes] = []
+        self._headers: dict[str, str] = {}
+        self._head_bytes = 0
+        self._in_head = False
+        self._head_started = 0.0
+        self._last_activity = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._max_head = self.hcm.max_request_headers_kb * 1024
+        self._bad_header: str | None = None
+
+    # ------------------------------------------------------------------ connection
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.source_ip, self.source_port = peer[0], peer[1]
+        self.remote_address = f"{peer[0]}:{peer[1]}"
+        self.dest_ip, self.dest_port = self.listener.destination_of(transport)
+        self.local_address = f"{self.dest_ip}:{self.dest_port}"
+        self.stats.downstream_cx_total += 1
+        self.stats.downstream_cx_active += 1
+        self.listener.connections.add(self)
+        self._last_activity = self.loop.time()
+        self._arm_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.stats.downstream_cx_active -= 1
+        self.listener.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for s in (self.active, self.parsing, *self.queue):
+            if s is not None:
+                s.on_downstream_reset()
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.active is not None:
+            self.active.on_downstream_pause(True)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.active is not None:
+            self.active.on_downstream_pause(False)
+
+    def pause_reading(self) -> None:
+        self._read_pause += 1
+        if self._read_pause == 1 and not self.closed:
+            self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def resume_reading(self) -> None:
+        if self._read_pause > 0:
+            self._read_pause -= 1
+            if self._read_pause == 0 and not self.closed:
+                self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.abort()
+
+    # ------------------------------------------------------------------ timeouts
+    def _arm_timer(self) -> None:
+        hcm = self.hcm
+        t = min(x for x in (hcm.idle_timeout, hcm.request_headers_timeout, 3600.0) if x)
+        self._timer = self.loop.call_later(t, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.closed:
+            return
+        now = self.loop.time()
+        hcm = self.hcm
+        if self._in_head and hcm.request_headers_timeout and now - self._head_started >= hcm.request_headers_timeout:
+            self.stats.downstream_rq_header_timeout += 1
+            self.error_reply(408, "request_header_timeout")
+            return
+        idle = self.active is None and self.parsing is None and not self._in_head
+        if idle and hcm.idle_timeout and now - self._last_activity >= hcm.idle_timeout:
+            self.stats.downstream_cx_idle_timeout += 1
+            self.close()
+            return
+        self._arm_timer()
+
+    # ------------------------------------------------------------------ parsing
+    def data_received(self, data: bytes) -> None:
+        self._last_activity = self.loop.time()
+        self.stats.downstream_cx_rx_bytes_total += len(data)
+        try:
+            self.parser.feed_data(data)
+            if self._in_head:
+                self._head_bytes += len(data)
+                if self._head_bytes > self._max_head:
+                    raise BadRequest(431, "request_headers_too_large")
+        except httptools.HttpParserUpgrade as e:
+            self._on_upgrade(data, e)
+        except BadRequest as e:
+            self.error_reply(e.status, e.details)
+        except httptools.HttpParserError as e:
+            self.stats.downstream_cx_protocol_error += 1
+            self.error_reply(400, "http1.codec_error" if not str(e) else f"http1.codec_error{{{_slug(e)}}}")
+
+    def eof_received(self) -> bool | None:
+        # A half-closed client: finish the response in flight, then close.
+        self.closing = True
+        if self.active is None and self.parsing is None:
+            return None
+        return True
+
+    def on_message_begin(self) -> None:
+        self._url = []
+        self._headers = {}
+        self._bad_header = None
+        self._in_head = True
+        self._head_bytes = 0
+        self._head_started = self.loop.time()
+
+    def on_url(self, url: bytes) -> None:
+        self._url.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        n = name.decode("latin-1").lower()
+        v = value.decode("latin-1")
+        h = self._headers
+        if n in h:
+            if n == "host":
+                self._bad_header = "duplicate host header"
+            elif n == "transfer-encoding":
+                self._bad_header = "duplicate transfer-encoding header"
+            h[n] = f"{h[n]}, {v}"
+        else:
+            h[n] = v
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser = self.parser
+        url = b"".join(self._url)
+        head_size = len(url) + sum(len(k) + len(v) + 4 for k, v in self._headers.items())
+        if head_size > self._max_head:
+            raise BadRequest(431, "request_headers_too_large")
+        if self._bad_header:
+            raise BadRequest(400, self._bad_header.replace(" ", "_"))
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise BadRequest(505, "http1.codec_error{HPE_INVALID_VERSION}")
+        headers = self._headers
+        te = headers.get("transfer-encoding")
+        if te is not None and te.strip().lower() != "chunked":
+            raise BadRequest(501, "http1.invalid_transfer_encoding")
+        if version == "1.1" and "host" not in headers:
+            raise BadRequest(400, "http1.missing_host_header")
+        method = parser.get_method().decode("latin-1")
+        if method == "CONNECT":
+            raise BadRequest(501, "http1.connect_not_supported")
+        try:
+            target = url.decode("ascii")
+        except UnicodeDecodeError:
+            raise BadRequest(400, "http1.invalid_url") from None
+        if not target.startswith("/"):
+            target = self._absolute_form(target, headers)
+        hcm = self.hcm
+        length = headers.get("content-length")
+        clen = int(length) if length is not None else None
+        if hcm.max_request_bytes is not None and clen is not None and clen > hcm.max_request_bytes:
+            self.stats.downstream_rq_too_large += 1
+            raise BadRequest(413, "request_payload_too_large")
+        req = Request(
+            method, target, headers, version, "http",
+            self.source_ip, self.source_port, self.dest_ip, self.dest_port,
+        )
+        has_body = te is not None or (clen is not None and clen > 0)
+        stream = Stream(self, req, has_body, parser.should_keep_alive())
+        self.parsing = stream
+        if self.active is None:
+            self.active = stream
+            stream.start()
+        else:
+            self.queue.append(stream)
+
+    def _absolute_form(self, target: str, headers: dict[str, str]) -> str:
+        """``GET http://host/path``: the authority comes from the target (RFC 9112 3.2.2)."""
+        if target == "*":
+            return target
+        scheme, sep, rest = target.partition("://")
+        if not sep or scheme.lower() not in ("http", "https"):
+            raise BadRequest(400, "http1.invalid_url")
+        slash = rest.find("/")
+        authority, path = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
+        headers["host"] = authority
+        return path
+
+    def on_body(self, body: bytes) -> None:
+        s = self.parsing
+        if s is None:
+            return
+        if s is not self.active:
+            self.queued_bytes += len(body)
+            if self.queued_bytes > MAX_QUEUED_BYTES:
+                self.pause_reading()
+        s.on_request_body(body)
+
+    def on_message_complete(self) -> None:
+        s = self.parsing
+        self.parsing = None
+        if s is not None:
+            s.on_request_complete()
+
+    def _on_upgrade(self, data: bytes, e: httptools.HttpParserUpgrade) -> None:
+        s = self.parsing
+        upgrade = (s.req.headers.get("upgrade", "") if s else "").lower()
+        if s is not None and upgrade == "h2c" and not s.has_body:
+            # curl --http2 over cleartext asks to upgrade; answer in HTTP/1.1, as Envoy does
+            # when h2c upgrade is not configured.
+            s.req.headers.pop("upgrade", None)
+            s.req.headers.pop("http2-settings", None)
+            self.parsing = None
+            s.on_request_complete()
+            self.parser = httptools.HttpRequestParser(self)
+            offset = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
+            rest = data[offset:]
+            if rest:
+                self.data_received(rest)
+            return
+        # WebSocket and other upgrades are not supported yet: refuse as Envoy does when the
+        # upgrade type is not configured.
+        if s is not None:
+            self.parsing = None
+            if self.active is s:
+                self.active = None
+            s.cancel()
+        self.error_reply(403, "upgrade_failed")
+
+    # ------------------------------------------------------------------ responses
+    def error_reply(self, status: int, details: str) -> None:
+        """A protocol-level error: answer (if no response has started) and close."""
+        self.closing = True
+        s = self.active
+        if s is not None and s.response_started:
+            s.on_downstream_reset()
+            self.abort()
+            return
+        for q in (self.parsing, *self.queue):
+            if q is not None and q is not s:
+                q.cancel()
+        self.queue.clear()
+        self.parsing = None
+        if s is not None:
+            s.fail_local(status, details)
+        else:
+            self.stats.downstream_rq_total += 1
+            self.stats.record_status(status)
+            self.write(local_reply_bytes(status, REASONS.get(status, "Error"), close=True))
+            self.proxy.log_protocol_error(self, status, details)
+            self.close()
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self.stats.downstream_cx_tx_bytes_total += len(data)
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def stream_done(self, stream: Stream, keep_alive: bool) -> None:
+        """The active stream's response is complete."""
+        if self.active is not stream:
+            return
+        self.active = None
+        self._last_activity = self.loop.time()
+        if not keep_alive or self.closing:
+            self.closing = True
+            for q in self.queue:
+                q.cancel()
+            self.queue.clear()
+            if self.parsing is not None and self.parsing is not stream:
+                self.parsing.cancel()
+                self.parsing = None
+            self.close()
+            return
+        if self.queue:
+            nxt = self.queue.popleft()
+            self.queued_bytes = 0
+            if self._read_pause:
+                self.resume_reading()
+            self.active = nxt
+            nxt.start()
+
+
+def _slug(e: Exception) -> str:
+    return "".join(c if c.isalnum() else "_" for c in str(e)).strip("_")[:60]
