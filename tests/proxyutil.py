@@ -27,16 +27,21 @@ def free_port() -> int:
 class Upstream:
     """A samples/httpbin server in its own process."""
 
-    def __init__(self, name: str, port: int | None = None) -> None:
+    def __init__(self, name: str, port: int | None = None, fail_status: int = 0) -> None:
         self.name = name
         self.port = port or free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, str(HTTPBIN), "--port", str(self.port), "--name", name],
+            [sys.executable, str(HTTPBIN), "--port", str(self.port), "--name", name,
+             "--fail-status", str(fail_status)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         line = self.proc.stdout.readline()  # "httpbin NAME listening on ..."
         if "listening" not in line:
             raise RuntimeError(f"upstream {name} did not start: {line}")
+
+    def requests_seen(self) -> list[dict]:
+        """What this upstream received (its /_log), oldest first."""
+        return get_json(self.port, "/_log")[2]
 
     def stop(self) -> None:
         self.proc.terminate()

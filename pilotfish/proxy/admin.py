@@ -175,8 +175,7 @@ class AdminServer:
         try:
             cfg = model.load_config_text(body.decode("utf-8"), "<pushed>")
         except (model.ConfigError, UnicodeDecodeError) as e:
-            px.server_stats.config_rejected += 1
-            px.last_error = str(e)
+            px.note_rejected(_version_of(body), str(e))
             c.respond(400, json.dumps({"status": "NACK", "version": px.snapshot.version, "error": str(e)}),
                       "application/json")
             return
@@ -187,3 +186,13 @@ class AdminServer:
                       "application/json")
             return
         c.respond(200, json.dumps({"status": "ACK", "version": cfg.version}), "application/json")
+
+
+def _version_of(body: bytes) -> str | None:
+    """The version a rejected snapshot claims, when it can be read at all."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    v = data.get("version") if isinstance(data, dict) else None
+    return str(v) if v is not None else None

@@ -124,10 +124,13 @@ class Proxy:
         self.server_stats.listeners_active = len(self.listeners)
         self.last_error = None
 
-    def _reject(self, version: str, msg: str) -> None:
+    def note_rejected(self, version: str | None, msg: str) -> None:
         self.server_stats.config_rejected += 1
         self.last_error = msg
         self.last_rejected_version = version
+
+    def _reject(self, version: str, msg: str) -> None:
+        self.note_rejected(version, msg)
         raise ConfigRejected(msg)
 
     async def start(self) -> None:
@@ -234,9 +237,10 @@ class Proxy:
             cfg = model.load_config(self.config_path)
             await self.apply(cfg)
             sys.stderr.write(f"pilotfish: applied config version {cfg.version}\n")
-        except (model.ConfigError, ConfigRejected, OSError) as e:
-            self.server_stats.config_rejected += 1 if isinstance(e, model.ConfigError) else 0
-            self.last_error = str(e)
+        except (model.ConfigError, OSError) as e:
+            self.note_rejected(None, str(e))
+            sys.stderr.write(f"pilotfish: config rejected, keeping version {self.snapshot.version}: {e}\n")
+        except ConfigRejected as e:
             sys.stderr.write(f"pilotfish: config rejected, keeping version {self.snapshot.version}: {e}\n")
 
     async def serve_forever(self) -> None:

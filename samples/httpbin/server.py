@@ -10,6 +10,7 @@
   /close                close the connection without answering
   /closemid             promise 100 bytes, send 10, close
   /flaky/N?key=K        the first N requests with key K answer 503, then 200
+  /_log                 the last 100 requests seen (method, path, host, headers), as JSON
   /headers, /anything, anything else: echo the request as JSON
 
 Every response carries ``x-upstream: NAME`` (``--name``) so tests can tell instances apart.
@@ -23,16 +24,19 @@ import json
 import os
 import signal
 import sys
+from collections import deque
 
 REASONS = {200: "OK", 204: "No Content", 304: "Not Modified", 404: "Not Found", 500: "Internal Server Error",
            502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
 class Upstream:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, fail_status: int = 0) -> None:
         self.name = name
+        self.fail_status = fail_status
         self.flaky: dict[str, int] = {}
         self.requests = 0
+        self.log: deque[dict] = deque(maxlen=100)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -104,12 +108,19 @@ class Upstream:
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body_len = await self.read_body(reader, hd)
         head_only = method == "HEAD"
+        if path != "/_log":
+            self.log.append({"method": method, "path": path, "query": query, "host": hd.get("host"),
+                             "headers": hd, "body_length": body_len})
 
         def send(status: int, body: bytes = b"", ctype: str = "application/json", extra=()) -> None:
             hs = [("content-type", ctype), ("content-length", str(len(body))), *extra]
             writer.write(self.head(status, hs) + (b"" if head_only or status in (204, 304) else body))
 
-        if parts[0] == "status" and len(parts) > 1:
+        if self.fail_status and path != "/_log":
+            send(self.fail_status, b'{"failing": true}')
+        elif path == "/_log":
+            send(200, json.dumps(list(self.log)).encode())
+        elif parts[0] == "status" and len(parts) > 1:
             send(int(parts[1]))
         elif parts[0] == "delay" and len(parts) > 1:
             await asyncio.sleep(float(parts[1]))
@@ -151,8 +162,8 @@ class Upstream:
         return True
 
 
-async def serve(host: str, port: int, name: str, ready_fd: int | None = None) -> None:
-    up = Upstream(name)
+async def serve(host: str, port: int, name: str, ready_fd: int | None = None, fail_status: int = 0) -> None:
+    up = Upstream(name, fail_status)
     server = await asyncio.start_server(up.handle, host, port, limit=1 << 20)
     actual = server.sockets[0].getsockname()[1]
     print(f"httpbin {name} listening on {host}:{actual}", flush=True)
@@ -171,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     p.add_argument("--name", default=os.environ.get("NAME", "httpbin"))
+    p.add_argument("--fail-status", type=int, default=0, help="answer every request with this status")
     args = p.parse_args(argv)
-    asyncio.run(serve(args.host, args.port, args.name))
+    asyncio.run(serve(args.host, args.port, args.name, fail_status=args.fail_status))
     return 0
 
 
