@@ -12,7 +12,6 @@ needs no queue and only one coroutine hop (awaiting the end of the response).
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 from typing import TYPE_CHECKING, Any
@@ -46,6 +45,7 @@ if TYPE_CHECKING:
 RETRY_BUFFER_LIMIT = 1024 * 1024  # Envoy's default per-connection buffer limit
 PENDING_BODY_LIMIT = 64 * 1024  # buffered before an upstream is ready; reading pauses beyond
 _random = random.random
+_getrandbits = random.getrandbits
 
 # local reply bodies as Envoy writes them
 BODY_UH = "no healthy upstream"
@@ -90,7 +90,8 @@ def _http_date() -> str:
 
 
 def new_request_id() -> str:
-    h = os.urandom(16).hex()
+    """A version-4 UUID string (from a fast PRNG, as Envoy's request ids are)."""
+    h = f"{_getrandbits(128):032x}"
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
 
 
@@ -106,7 +107,7 @@ class Stream:
         "route_name", "method", "log_path", "log_authority", "upstream_service_time",
         "cluster", "host", "route", "wc", "retry_state", "_discard", "_sent_at",
         "_timeout_handle", "_try_handle", "_deadline", "_per_try", "_paused_down",
-        "done", "_read_paused", "_retry_status", "_snapshot", "req_headers",
+        "done", "_read_paused", "_out", "_retry_status", "_snapshot", "req_headers",
     )
 
     def __init__(self, conn: DownstreamConnection, req: Request, has_body: bool, keep_alive: bool) -> None:
@@ -159,6 +160,7 @@ class Stream:
         self._read_paused = False
         self._retry_status = 0
         self._snapshot: Any = None
+        self._out: list[bytes] | None = None
         self.done = False
 
     # ------------------------------------------------------------------ record helpers
@@ -664,27 +666,45 @@ class Stream:
         parts.append(b"\r\n")
         data = b"".join(parts)
         self.response_started = True
-        self.bytes_sent += 0
-        conn.write(data)
-        if conn.write_paused and self.upstream is not None:
-            self._paused_down = True
-            self.upstream.pause_reading()
+        # held back until the upstream read that carried it is fully parsed, so that a head
+        # and a small body leave in one write (one syscall) — see flush()
+        self._out = [data]
 
     def on_response_body(self, data: bytes) -> None:
         if self._discard or self.done or self.resp_head_only:
             return
         self.bytes_sent += len(data)
         if self.resp_chunked:
-            self.conn.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            data = f"{len(data):x}\r\n".encode() + data + b"\r\n"
+        out = self._out
+        if out is not None:
+            out.append(data)
+            if len(data) > 65536:
+                self.flush()
         else:
             self.conn.write(data)
+            if self.conn.write_paused:
+                self.on_downstream_pause(True)
+
+    def flush(self) -> None:
+        """Write what the last upstream read produced for the client."""
+        out = self._out
+        if out is not None:
+            self._out = None
+            conn = self.conn
+            conn.write(out[0] if len(out) == 1 else b"".join(out))
+            if conn.write_paused:
+                self.on_downstream_pause(True)
 
     def on_response_done(self, reusable: bool) -> None:
         self.upstream = None
         if self._discard or self.done:
             return
         if self.resp_chunked:
-            self.conn.write(b"0\r\n\r\n")
+            if self._out is not None:
+                self._out.append(b"0\r\n\r\n")
+            else:
+                self.conn.write(b"0\r\n\r\n")
         if self.retry_state is not None and self.retry_state.retried:
             self.cluster.stats.upstream_rq_retry_success += 1  # type: ignore[union-attr]
         self.cluster.stats.upstream_rq_completed += 1  # type: ignore[union-attr]
@@ -776,6 +796,8 @@ class Stream:
     def finish(self, keep_alive: bool) -> None:
         if self.done:
             return
+        if self._out is not None:
+            self.flush()
         self.done = True
         self._cancel_timers()
         conn = self.conn
@@ -839,6 +861,9 @@ class _MirrorSink:
             self.fut.set_result(False)
 
     def on_upstream_pause(self, paused: bool) -> None:
+        pass
+
+    def flush(self) -> None:
         pass
 
 

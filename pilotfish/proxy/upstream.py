@@ -28,6 +28,7 @@ class ResponseSink(Protocol):
     def on_response_done(self, reusable: bool) -> None: ...
     def on_upstream_error(self, kind: str) -> None: ...  # "reset" | "protocol"
     def on_upstream_pause(self, paused: bool) -> None: ...  # upstream write buffer full/drained
+    def flush(self) -> None: ...  # the end of one upstream read: write what it produced
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -82,6 +83,9 @@ class UpstreamConnection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
+            sink = self.sink
+            if sink is not None:
+                sink.flush()
         except httptools.HttpParserError:
             sink, self.sink = self.sink, None
             self.close()
