@@ -133,7 +133,7 @@ class AdminServer:
                 rt.refresh_gauges()
                 clusters[rt.cfg.alt_stat_name or name] = (rt.stats, rt.extra_stats())
             if path == "/stats/prometheus" or query.get("format", [""])[0] == "prometheus":
-                c.respond(200, render_prometheus(px.server_stats, px.http_stats, clusters))
+                c.respond(200, render_prometheus(px.server_stats, px.http_stats, clusters) + px.metrics.render())
                 return
             text = render_text(px.server_stats, px.http_stats, clusters, query.get("filter", [None])[0])
             if query.get("format", [""])[0] == "json":

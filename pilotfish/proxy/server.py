@@ -24,6 +24,7 @@ from pilotfish.proxy.cluster import ClusterRuntime
 from pilotfish.proxy.listener import ListenerRuntime
 from pilotfish.proxy.router import Router
 from pilotfish.proxy.stats import HttpStats, ServerStats
+from pilotfish.proxy.telemetry import IstioMetrics
 
 log = logging.getLogger("pilotfish.proxy")
 
@@ -51,7 +52,9 @@ class Proxy:
         self.listeners: dict[str, ListenerRuntime] = {}
         self.snapshot: Snapshot = self._compile(cfg, None)
         self.access_log: AccessLogger | None = None
-        self.sinks: list[Callable[[Any], None]] = []  # per-request telemetry (Istio metrics...)
+        # per-request telemetry: each sink is called with every finished request
+        self.metrics = IstioMetrics(cfg.node)
+        self.sinks: list[Callable[[Any], None]] = [self.metrics]
         self.last_error: str | None = None
         self.last_rejected_version: str | None = None
         self.admin: Any = None
@@ -119,6 +122,7 @@ class Proxy:
             rt.start()
         if cfg.access_log != prev.cfg.access_log:
             self._configure_access_log(cfg.access_log)
+        self.metrics.node = cfg.node
         self.server_stats.config_updates += 1
         self.server_stats.version = cfg.version
         self.server_stats.listeners_active = len(self.listeners)

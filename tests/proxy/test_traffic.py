@@ -392,6 +392,21 @@ def test_admin_endpoints(env):
     assert f"{A}::127.0.0.1:{ups['a'].port}::rq_active::" in clusters.decode()
 
 
+def test_istio_request_metrics(env):
+    px, ups, port = env
+    push(env, [route(**to(A))])
+    for _ in range(3):
+        request(port, "GET", "/status/418")
+    prom = px.admin("GET", "/stats/prometheus")[2].decode()
+    rows = [ln for ln in prom.splitlines() if ln.startswith("istio_requests_total{")
+            and 'response_code="418"' in ln and 'response_flags="-"' in ln
+            and 'destination_service="httpbin.default.svc.cluster.local"' in ln]
+    assert rows, prom[-2000:]
+    assert 'reporter="source"' in rows[0] and 'destination_version="a"' in rows[0]
+    assert int(rows[0].rsplit(" ", 1)[1]) >= 3
+    assert "istio_request_duration_milliseconds_bucket{" in prom
+
+
 def test_invalid_snapshot_is_nacked_and_old_one_serves(env):
     px, ups, port = env
     good = push(env, [route(**to(A))])
