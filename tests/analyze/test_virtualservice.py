@@ -1,0 +1,336 @@
+"""VirtualService analyzers: destinations, subsets, gateways, conflicts, JWT routes, regexes."""
+
+from __future__ import annotations
+
+from .conftest import pairs, run
+
+SVC = """
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: two, namespace: default}
+spec:
+  selector: {app: two}
+  ports: [{name: http, port: 80}, {name: https, port: 443}]
+"""
+
+
+def test_destination_host_not_found_and_ports():
+    msgs = run(
+        SVC
+        + """
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviewz}
+    - destination: {host: reviews, port: {number: 1}}
+    - destination: {host: two}
+    - destination: {host: reviews.default.svc.cluster.local}
+    mirror: {host: nowhere}
+""",
+        "virtualservice.DestinationHostAnalyzer",
+    )
+    texts = sorted(m.text for m in msgs)
+    assert texts == [
+        'Referenced host not found: "reviewz"',
+        'Referenced host:port not found: "reviews:1"',
+        'Referenced mirror host not found: "nowhere"',
+        'This VirtualService routes to a service "two" that exposes multiple ports [80 443]. '
+        "Specifying a port in the destination is required to disambiguate.",
+    ]
+    assert {m.code for m in msgs} == {"IST0101", "IST0112"}
+
+
+def test_destination_host_visibility():
+    msgs = run(
+        """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: other}
+spec:
+  hosts: ["*.example.com"]
+  exportTo: ["."]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext2, namespace: other}
+spec:
+  hosts: [api.example.org]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: default}
+spec:
+  hosts: [x]
+  http:
+  - route:
+    - destination: {host: www.example.com}
+    - destination: {host: api.example.org}
+""",
+        "virtualservice.DestinationHostAnalyzer",
+    )
+    assert [m.text for m in msgs] == ['Referenced host not found: "www.example.com"']
+
+
+def test_gateway_route_without_subset_next_to_mesh_subsets():
+    msgs = run(
+        SVC
+        + """
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: mesh, namespace: default}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews, subset: v1}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  gateways: [gw]
+  http: [{route: [{destination: {host: reviews}}]}]
+""",
+        "virtualservice.DestinationHostAnalyzer",
+    )
+    assert [(m.code, m.resource) for m in msgs] == [("IST0140", "VirtualService default/edge")]
+    assert (
+        msgs[0].text
+        == "Subset in virtual service default/mesh has no effect on ingress gateway default/edge requests"
+    )
+
+
+def test_subset_missing_from_destination_rule():
+    msgs = run(
+        """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v1}
+    - destination: {host: reviews.default.svc.cluster.local, subset: v1}
+    - destination: {host: reviews, subset: v4}
+    mirror: {host: reviews, subset: v9}
+""",
+        "virtualservice.DestinationRuleAnalyzer",
+    )
+    assert sorted(m.text for m in msgs) == [
+        'Referenced host+subset in destinationrule not found: "reviews+v4"',
+        'Referenced mirror+subset in destinationrule not found: "reviews+v9"',
+    ]
+
+
+GATEWAY = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*.example.com", "./internal.local"]
+"""
+
+
+def test_gateway_references_and_hosts():
+    msgs = run(
+        GATEWAY
+        + """
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ok, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  gateways: [istio-system/gw, mesh]
+  http: [{route: [{destination: {host: x}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: wrong-host, namespace: default}
+spec:
+  hosts: [internal.local]
+  gateways: [istio-system/gw]
+  http: [{route: [{destination: {host: x}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: missing, namespace: default}
+spec:
+  hosts: [a.example.com]
+  gateways: [nope, "istio-ingress/gateway~istio-autogenerated-k8s-gateway~foo"]
+  http: [{route: [{destination: {host: x}}]}]
+""",
+        "virtualservice.GatewayAnalyzer",
+    )
+    assert pairs(msgs) == {
+        ("IST0132", "VirtualService default/wrong-host"): 1,
+        ("IST0101", "VirtualService default/missing"): 1,
+        ("IST0132", "VirtualService default/missing"): 1,
+        ("IST0165", "VirtualService default/missing"): 1,
+    }
+    wrong = next(m for m in msgs if m.resource.endswith("wrong-host"))
+    assert wrong.text == (
+        "one or more host [internal.local] defined in VirtualService default/wrong-host "
+        "not found in Gateway istio-system/gw."
+    )
+
+
+def test_conflicting_mesh_hosts():
+    msgs = run(
+        """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a, namespace: default}
+spec:
+  hosts: [reviews, reviews.default.svc.cluster.local]
+  http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: b, namespace: default}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: c, namespace: default}
+spec:
+  hosts: [reviews]
+  gateways: [gw]
+  http: [{route: [{destination: {host: reviews}}]}]
+""",
+        "virtualservice.ConflictingMeshGatewayHostsAnalyzer",
+    )
+    assert pairs(msgs) == {
+        ("IST0109", "VirtualService default/a"): 1,
+        ("IST0109", "VirtualService default/b"): 1,
+    }
+    assert "define the same host */reviews.default.svc.cluster.local" in msgs[0].text
+    assert "default/a,default/b" in msgs[0].text
+
+
+def test_single_virtual_service_listing_a_host_twice_is_no_conflict():
+    msgs = run(
+        """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a, namespace: default}
+spec:
+  hosts: [reviews, reviews.default.svc.cluster.local]
+  http: [{route: [{destination: {host: reviews}}]}]
+""",
+        "virtualservice.ConflictingMeshGatewayHostsAnalyzer",
+    )
+    assert msgs == []
+
+
+def test_jwt_claim_routing_needs_request_authentication():
+    base = (
+        GATEWAY
+        + """
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: claims, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{headers: {"@request.auth.claims.group": {exact: admin}}}]
+    route: [{destination: {host: x}}]
+"""
+    )
+    msgs = run(base, "virtualservice.JWTClaimRouteAnalyzer")
+    assert [m.code for m in msgs] == ["IST0149"]
+    assert "(key: @request.auth.claims.group)" in msgs[0].text
+    assert "pod (istio-ingressgateway-dummypod)" in msgs[0].text
+    ra = """
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  jwtRules: [{issuer: me}]
+"""
+    assert run(base + ra, "virtualservice.JWTClaimRouteAnalyzer") == []
+
+
+def test_invalid_regex():
+    msgs = run(
+        """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: re, namespace: default}
+spec:
+  hosts: [x]
+  http:
+  - match:
+    - uri: {regex: "/api/(v1"}
+      headers: {x-user: {regex: "[a-z]+"}}
+    route: [{destination: {host: x}}]
+    corsPolicy:
+      allowOrigins: [{regex: "*.example.com"}]
+""",
+        "virtualservice.RegexAnalyzer",
+    )
+    assert [m.code for m in msgs] == ["IST0122", "IST0122"]
+    assert sorted(m.params[0] for m in msgs) == ["corsPolicy.allowOrigins", "uri"]
+    assert msgs[0].text.startswith('Field "')
+
+
+def test_unreachable_and_ineffective_rules():
+    msgs = run(
+        """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: rules, namespace: default}
+spec:
+  hosts: [x]
+  http:
+  - name: first
+    match: [{uri: {prefix: /api}}]
+    route: [{destination: {host: x}}]
+  - name: covered
+    match: [{uri: {prefix: /api/v1}}, {uri: {prefix: /other}}]
+    route: [{destination: {host: x}}]
+  - name: same
+    match: [{name: again, uri: {prefix: /api}}]
+    route: [{destination: {host: x}}]
+  - route: [{destination: {host: x}}]
+  - route: [{destination: {host: x}}]
+""",
+        "schema.ValidationAnalyzer.VirtualService",
+    )
+    texts = sorted(m.text for m in msgs)
+    assert texts == [
+        'VirtualService rule "covered" match #0 of prefix /api/v1 is not used '
+        '(duplicate/overlapping match in rule #0 of prefix /api on "first").',
+        'VirtualService rule "same" match "again" is not used (duplicate/overlapping match in rule "first").',
+        'VirtualService rule "same" not used (all matches used by prior rules).',
+        "VirtualService rule #4 not used (only the last rule can have no matches).",
+    ]
