@@ -33,6 +33,7 @@ from pilotfish.proxy.http import (
     LocalReply,
     status_line,
 )
+from pilotfish.proxy.lb import new_cookie
 from pilotfish.proxy.retry import RetryState
 from pilotfish.proxy.upstream import ConnectFailure, PoolOverflow
 
@@ -107,7 +108,7 @@ class Stream:
         "route_name", "method", "log_path", "log_authority", "upstream_service_time",
         "cluster", "host", "route", "wc", "retry_state", "_discard", "_sent_at",
         "_timeout_handle", "_try_handle", "_deadline", "_per_try", "_paused_down",
-        "done", "_read_paused", "_out", "_retry_status", "_snapshot", "req_headers",
+        "done", "_read_paused", "_out", "_set_cookie", "_retry_status", "_snapshot", "req_headers",
     )
 
     def __init__(self, conn: DownstreamConnection, req: Request, has_body: bool, keep_alive: bool) -> None:
@@ -161,6 +162,7 @@ class Stream:
         self._retry_status = 0
         self._snapshot: Any = None
         self._out: list[bytes] | None = None
+        self._set_cookie: str | None = None
         self.done = False
 
     # ------------------------------------------------------------------ record helpers
@@ -382,8 +384,12 @@ class Stream:
                 host = cluster.original_dst_host(req.dest_ip, req.dest_port)
             else:
                 key = None
-                if cluster.hash_policy is not None:
+                hp = cluster.hash_policy
+                if hp is not None:
                     key = cluster.lb.hash_key(req)
+                    if key is None and hp.cookie is not None and hp.cookie_ttl is not None:
+                        # as Envoy: no affinity cookie yet, so make one and set it
+                        key, self._set_cookie = new_cookie(hp, req)
                 host = cluster.lb.choose(req, key, prev)
             if host is None:
                 self.reply(503, BODY_UH, "no_healthy_upstream", UH)
@@ -639,6 +645,8 @@ class Stream:
                 length = v
             out.append((n, v))
         out.append(("x-envoy-upstream-service-time", str(self.upstream_service_time)))
+        if self._set_cookie is not None:
+            out.append(("set-cookie", self._set_cookie))
         out.append(("server", conn.hcm.server_name))
         wc = self.wc
         if wc is not None and wc.response_ops is not None:

@@ -289,6 +289,22 @@ def test_round_robin_and_consistent_hash(env):
         assert len(got) == 1, (user, got)
 
 
+def test_cookie_affinity_generates_cookie(env):
+    px, ups, port = env
+    ports = [ups["a"].port, ups["b"].port]
+    push(env, [route(**to(AB))], clusters={AB: ports}, cluster_opts={AB: {
+        "lb_policy": "RING_HASH", "hash_policy": {"cookie": "session", "cookie_ttl": "60s", "cookie_path": "/"}}})
+    status, h, body = request(port, "GET", "/anything")
+    assert status == 200
+    cookie = h["set-cookie"]
+    assert cookie.startswith('session="') and "Max-Age=60" in cookie and "Path=/" in cookie
+    value = cookie.split(";")[0]
+    first = json.loads(body)["upstream"]
+    for _ in range(6):
+        status, h2, body = request(port, "GET", "/anything", {"cookie": value})
+        assert json.loads(body)["upstream"] == first and "set-cookie" not in h2
+
+
 def test_no_healthy_upstream_and_no_cluster_endpoints(env):
     px, ups, port = env
     push(env, [route(**to(AB))], clusters={AB: []})
