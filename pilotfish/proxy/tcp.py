@@ -26,10 +26,12 @@ class _Upstream(asyncio.Protocol):
         self.down.transport.write(data)  # type: ignore[union-attr]
 
     def eof_received(self) -> bool | None:
-        if self.down.transport is not None and self.down.transport.can_write_eof():
-            self.down.transport.write_eof()
-            return True
-        return None
+        down = self.down
+        down.up_eof = True
+        if down.down_eof or down.transport is None or not down.transport.can_write_eof():
+            return None  # both directions are done: close
+        down.transport.write_eof()
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.down.upstream_closed()
@@ -51,6 +53,8 @@ class TcpProxyConnection(asyncio.Protocol):
         self.pending: list[bytes] = []
         self.closed = False
         self.closing = False
+        self.down_eof = False
+        self.up_eof = False
         self.active = None
         self.parsing = None
         self.bytes_received = 0
@@ -121,10 +125,12 @@ class TcpProxyConnection(asyncio.Protocol):
             self.pending.append(data)
 
     def eof_received(self) -> bool | None:
-        if self.up is not None and self.up.transport is not None and self.up.transport.can_write_eof():
-            self.up.transport.write_eof()
-            return True
-        return None
+        self.down_eof = True
+        up = self.up
+        if self.up_eof or up is None or up.transport is None or not up.transport.can_write_eof():
+            return None  # both directions are done (or no upstream yet): close
+        up.transport.write_eof()
+        return True
 
     def pause_writing(self) -> None:
         if self.up is not None and self.up.transport is not None:
