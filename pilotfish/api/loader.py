@@ -94,20 +94,78 @@ class Resource:
         return f"<{self.kind} {self.namespace or ''}/{self.name} {self.origin}>"
 
 
-def _expand_list(doc: Any, file: str | None, line: int | None) -> Iterator[Resource]:
-    """A ``kind: List`` (or ``*List``) document holds its resources under ``items``."""
+def _expand_list(
+    doc: Any, file: str | None, line: int | None, lines: dict[tuple, int] | None = None
+) -> Iterator[Resource]:
+    """A ``kind: List`` (or ``*List``) document holds its resources under ``items``.
+
+    ``lines`` maps field paths (tuples of keys and indexes) to their line in the file; each
+    resource gets its own map in ``extra["lines"]`` so messages can point at a field's line.
+    """
+    if _too_deep(doc):
+        raise LoadError(f"document nests deeper than {MAX_DEPTH} levels (recursive YAML anchors?)", file, line)
     if isinstance(doc, dict) and str(doc.get("kind", "")).endswith("List") and isinstance(
         doc.get("items"), list
     ):
-        for item in doc["items"]:
+        for i, item in enumerate(doc["items"]):
+            item_line = lines.get(("items", i), line) if lines else line
             if isinstance(item, dict):
-                yield Resource(item, file, line)
+                res = Resource(item, file, item_line)
+                if lines:
+                    res.extra["lines"] = {
+                        p[2:]: ln for p, ln in lines.items() if len(p) > 2 and p[0] == "items" and p[1] == i
+                    }
+                yield res
             else:
-                raise LoadError("list item is not a mapping", file, line)
+                raise LoadError("list item is not a mapping", file, item_line)
     elif isinstance(doc, dict):
-        yield Resource(doc, file, line)
+        res = Resource(doc, file, line)
+        if lines:
+            res.extra["lines"] = lines
+        yield res
     else:
         raise LoadError(f"document is a {type(doc).__name__}, not a mapping", file, line)
+
+
+MAX_DEPTH = 100
+
+
+def _too_deep(doc: Any) -> bool:
+    """Whether containers nest deeper than MAX_DEPTH (a recursive structure always does)."""
+    stack = [(doc, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values() if isinstance(x, (dict, list)))
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v if isinstance(x, (dict, list)))
+    return False
+
+
+def _line_map(root: yaml.Node) -> dict[tuple, int]:
+    """Field path -> 1-based line of the key (for mappings) or item (for sequences)."""
+    lines: dict[tuple, int] = {}
+    seen: set[int] = set()
+    stack: list[tuple[tuple, yaml.Node]] = [((), root)]
+    while stack:
+        path, node = stack.pop()
+        if id(node) in seen:  # an alias of a node already walked (or a recursive one)
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode):
+                    p = path + (k.value,)
+                    lines[p] = k.start_mark.line + 1
+                    stack.append((p, v))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                p = path + (i,)
+                lines[p] = v.start_mark.line + 1
+                stack.append((p, v))
+    return lines
 
 
 def load_yaml_text(text: str, file: str | None = None) -> list[Resource]:
@@ -123,7 +181,7 @@ def load_yaml_text(text: str, file: str | None = None) -> list[Resource]:
             doc = loader.construct_document(node)
             if doc is None:
                 continue
-            out.extend(_expand_list(doc, file, line))
+            out.extend(_expand_list(doc, file, line, _line_map(node)))
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
