@@ -450,11 +450,17 @@ class Secret(_Base, kw_only=True):
 
 
 class Node(_Base, kw_only=True):
+    """The proxy's identity: what it tells the control plane when it connects."""
+
     id: str = "pilotfish~127.0.0.1~standalone.default~default.svc.cluster.local"
     role: Literal["sidecar", "gateway", "standalone"] = "standalone"
-    name: str = "standalone"
+    name: str = "standalone"  # the pod name
     namespace: str = "default"
     labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+    service_account: str = "default"
+    ips: list[str] = []  # the workload's addresses
+    workload_ports: list[int] = []  # the ports the workload's containers declare
     workload_name: str | None = None
     canonical_service: str | None = None
     canonical_revision: str | None = None
