@@ -632,18 +632,17 @@ class Stream:
         route = self.route
         out: list[tuple[str, str]] = []
         length = None
-        upstream_chunked = False
-        conn_close = False
+        named: set[str] | None = None  # headers the upstream's Connection header names
         for n, v in headers:
             if n in HOP_BY_HOP or n == "server":
-                if n == "transfer-encoding":
-                    upstream_chunked = True
-                elif n == "connection" and "close" in v.lower():
-                    conn_close = True
+                if n == "connection":
+                    named = {t.strip().lower() for t in v.split(",")}
                 continue
             if n == "content-length":
                 length = v
             out.append((n, v))
+        if named:
+            out = [(n, v) for n, v in out if n not in named]
         out.append(("x-envoy-upstream-service-time", str(self.upstream_service_time)))
         if self._set_cookie is not None:
             out.append(("set-cookie", self._set_cookie))
@@ -667,7 +666,6 @@ class Stream:
             out.append(("connection", "close"))
         elif req.version == "1.0":
             out.append(("connection", "keep-alive"))
-        del conn_close, upstream_chunked
         parts = [status_line(status)]
         for n, v in out:
             parts.append(f"{n}: {v}\r\n".encode("latin-1"))
