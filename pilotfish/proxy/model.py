@@ -461,6 +461,12 @@ class Node(_Base, kw_only=True):
     service_account: str = "default"
     ips: list[str] = []  # the workload's addresses
     workload_ports: list[int] = []  # the ports the workload's containers declare
+    # REDIRECT: iptables sends the workload's traffic to 15001/15006 (Istio's default).
+    # NONE: no interception (Istio's interceptionMode NONE): applications use the sidecar
+    # as an explicit HTTP proxy, and the sidecar's inbound listeners bind the workload ports
+    # on the workload's address, forwarding to where the application really listens.
+    interception: Literal["REDIRECT", "NONE"] = "REDIRECT"
+    app_ports: dict[int, int] = {}  # NONE mode: workload port -> the app's port on 127.0.0.1
     workload_name: str | None = None
     canonical_service: str | None = None
     canonical_revision: str | None = None
