@@ -31,6 +31,13 @@ def run(args: argparse.Namespace) -> int:
     if args.admin_port is not None:
         cfg.admin.port = args.admin_port
     if args.check:
+        from pilotfish.proxy.server import check_config
+
+        try:
+            check_config(cfg)
+        except ValueError as e:
+            print(f"pilotfish proxy: invalid configuration: {e}", file=sys.stderr)
+            return 2
         print(f"{args.config}: ok (version {cfg.version}, {len(cfg.listeners)} listeners, "
               f"{len(cfg.clusters)} clusters)")
         return 0

@@ -89,6 +89,15 @@ class ClusterRuntime:
         pool = self.pools.get(key)
         return pool.host if pool is not None else Host(ip, port)
 
+    def close_one_idle(self) -> bool:
+        """Close one idle connection (to any host) to make room under max_connections."""
+        for pool in self.pools.values():
+            conn = pool.take_idle()
+            if conn is not None:
+                conn.close()
+                return True
+        return False
+
     def wake(self) -> None:
         ws = self.waiters
         while ws:

@@ -3,18 +3,22 @@
 httptools (llhttp) parses; this module adds the rules a proxy must enforce before anything
 reaches a filter: request smuggling shapes are refused with 400 and the connection closed
 (llhttp already refuses Content-Length with Transfer-Encoding, duplicate or invalid
-Content-Length, obs-fold, bad chunk sizes and bare LF), a transfer coding other than
-``chunked`` gets 501, an oversized request line or header block 431, a body over the
-configured limit 413, a client too slow to send its headers 408, an unsupported version 505.
+Content-Length, obs-fold, bad chunk sizes and bare LF), a Transfer-Encoding whose last
+coding is not ``chunked`` gets 400 (RFC 9112 6.3) and one with another coding before
+``chunked`` 501, an oversized request line or header block 431, a body over the configured
+limit 413, a client too slow to send its headers 408, an unsupported version 505.
 
 Each parsed request becomes a :class:`~pilotfish.proxy.stream.Stream`. Requests pipelined
 on one connection are served one after another; the body of the first one streams, the
-bodies of those queued behind it are buffered (reading pauses when the queue grows).
+bodies of those queued behind it are buffered (reading pauses when the queue grows). An
+error in a pipelined request is answered after the complete requests before it, then the
+connection closes; nothing after a refused request is served.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -28,6 +32,8 @@ if TYPE_CHECKING:
     from pilotfish.proxy.listener import ChainRuntime
 
 MAX_QUEUED_BYTES = 256 * 1024
+# RFC 9112 3.2: Host = uri-host [ ":" port ] (reg-name or IP-literal; no userinfo)
+_HOST_RE = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Za-z:.%\-_~]+\])(?::[0-9]*)?")
 
 
 class BadRequest(Exception):
@@ -72,6 +78,7 @@ class DownstreamConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._max_head = self.hcm.max_request_headers_kb * 1024
         self._bad_header: str | None = None
+        self._deferred: tuple[int, str] | None = None  # error to answer after the active stream
 
     # ------------------------------------------------------------------ connection
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -173,14 +180,25 @@ class DownstreamConnection(asyncio.Protocol):
             self._on_upgrade(data, e)
         except BadRequest as e:
             self.error_reply(e.status, e.details)
+        except httptools.HttpParserCallbackError as e:
+            # httptools reports an exception raised in a callback (our BadRequest from
+            # on_headers_complete) as a callback error, with the original as its context
+            ctx = e.__context__
+            if isinstance(ctx, BadRequest):
+                self.error_reply(ctx.status, ctx.details)
+            else:
+                self.stats.downstream_cx_protocol_error += 1
+                self.error_reply(400, "http1.codec_error")
         except httptools.HttpParserError as e:
             self.stats.downstream_cx_protocol_error += 1
             self.error_reply(400, "http1.codec_error" if not str(e) else f"http1.codec_error{{{_slug(e)}}}")
 
     def eof_received(self) -> bool | None:
-        # A half-closed client: finish the response in flight, then close.
+        # A half-closed client: finish the response in flight, then close. A request cut
+        # off by the EOF (head or body incomplete) can never complete: the client is gone
+        # (DC), so close now rather than wait for bytes that cannot come.
         self.closing = True
-        if self.active is None and self.parsing is None:
+        if self.active is None or self.parsing is not None or self._in_head:
             return None
         return True
 
@@ -210,6 +228,8 @@ class DownstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self.closing or self._deferred is not None:
+            return  # bytes after a refused request (or a close) are never served
         parser = self.parser
         url = b"".join(self._url)
         head_size = len(url) + sum(len(k) + len(v) + 4 for k, v in self._headers.items())
@@ -223,6 +243,9 @@ class DownstreamConnection(asyncio.Protocol):
         headers = self._headers
         te = headers.get("transfer-encoding")
         if te is not None and te.strip().lower() != "chunked":
+            if te.rpartition(",")[2].strip().lower() != "chunked":
+                # chunked is not the final coding: the body length cannot be determined
+                raise BadRequest(400, "http1.invalid_transfer_encoding")
             raise BadRequest(501, "http1.invalid_transfer_encoding")
         if version == "1.1" and "host" not in headers:
             raise BadRequest(400, "http1.missing_host_header")
@@ -234,7 +257,10 @@ class DownstreamConnection(asyncio.Protocol):
         except UnicodeDecodeError:
             raise BadRequest(400, "http1.invalid_url") from None
         if not target.startswith("/"):
-            target = self._absolute_form(target, headers)
+            target = self._absolute_form(target, headers, method)
+        host = headers.get("host")
+        if host is not None and _HOST_RE.fullmatch(host) is None:
+            raise BadRequest(400, "http.invalid_authority")
         hcm = self.hcm
         length = headers.get("content-length")
         clen = int(length) if length is not None else None
@@ -254,9 +280,11 @@ class DownstreamConnection(asyncio.Protocol):
         else:
             self.queue.append(stream)
 
-    def _absolute_form(self, target: str, headers: dict[str, str]) -> str:
+    def _absolute_form(self, target: str, headers: dict[str, str], method: str) -> str:
         """``GET http://host/path``: the authority comes from the target (RFC 9112 3.2.2)."""
         if target == "*":
+            if method != "OPTIONS":  # the asterisk form is for OPTIONS only (RFC 9112 3.2.4)
+                raise BadRequest(400, "http1.invalid_url")
             return target
         scheme, sep, rest = target.partition("://")
         if not sep or scheme.lower() not in ("http", "https"):
@@ -283,15 +311,18 @@ class DownstreamConnection(asyncio.Protocol):
             s.on_request_complete()
 
     def _on_upgrade(self, data: bytes, e: httptools.HttpParserUpgrade) -> None:
-        s = self.parsing
+        # llhttp completes the message (on_message_complete) before it pauses for the
+        # upgrade, so the upgrading stream is the newest one, no longer 'parsing'
+        s = self.parsing or (self.queue[-1] if self.queue else self.active)
         upgrade = (s.req.headers.get("upgrade", "") if s else "").lower()
         if s is not None and upgrade == "h2c" and not s.has_body:
             # curl --http2 over cleartext asks to upgrade; answer in HTTP/1.1, as Envoy does
             # when h2c upgrade is not configured.
             s.req.headers.pop("upgrade", None)
             s.req.headers.pop("http2-settings", None)
-            self.parsing = None
-            s.on_request_complete()
+            if self.parsing is s:
+                self.parsing = None
+                s.on_request_complete()
             self.parser = httptools.HttpRequestParser(self)
             offset = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
             rest = data[offset:]
@@ -301,17 +332,30 @@ class DownstreamConnection(asyncio.Protocol):
         # WebSocket and other upgrades are not supported yet: refuse as Envoy does when the
         # upgrade type is not configured.
         if s is not None:
-            self.parsing = None
-            if self.active is s:
-                self.active = None
-            s.cancel()
+            self.parsing = s  # the request in error (answered 403 once those before it are)
         self.error_reply(403, "upgrade_failed")
 
     # ------------------------------------------------------------------ responses
     def error_reply(self, status: int, details: str) -> None:
         """A protocol-level error: answer (if no response has started) and close."""
-        self.closing = True
+        if self._deferred is not None:
+            return
         s = self.active
+        p = self.parsing
+        if s is not None and s is not p:
+            # The error is in a request pipelined behind the one being served (or between
+            # requests): serve the complete requests before it, then answer the error and
+            # close, as a server reading one request at a time would.
+            if p is not None:
+                self.parsing = None
+                if p in self.queue:
+                    self.queue.remove(p)
+                p.cancel()
+            self._in_head = False
+            self._deferred = (status, details)
+            self.pause_reading()
+            return
+        self.closing = True
         if s is not None and s.response_started:
             s.on_downstream_reset()
             self.abort()
@@ -354,10 +398,14 @@ class DownstreamConnection(asyncio.Protocol):
         if self.queue:
             nxt = self.queue.popleft()
             self.queued_bytes = 0
-            if self._read_pause:
+            if self._read_pause and self._deferred is None:
                 self.resume_reading()
             self.active = nxt
             nxt.start()
+        elif self._deferred is not None:
+            status, details = self._deferred
+            self._deferred = None
+            self.error_reply(status, details)
 
 
 def _slug(e: Exception) -> str:

@@ -40,6 +40,7 @@ UO = "UO"  # upstream overflow (circuit breaking)
 URX = "URX"  # upstream retry limit exceeded (or retries exhausted)
 UT = "UT"  # upstream request timeout
 UC = "UC"  # upstream connection termination
+UPE = "UPE"  # upstream protocol error (the upstream's response was not valid HTTP)
 DC = "DC"  # downstream connection termination
 DI = "DI"  # the request was delayed by fault injection
 FI = "FI"  # the request was aborted by fault injection

@@ -101,6 +101,14 @@ class ListenerRuntime:
         self.bound_port = cfg.port
         self.configure(cfg)
 
+    @staticmethod
+    def check(cfg: model.Listener) -> None:
+        """Raise ValueError if a chain of ``cfg`` cannot be built."""
+        chains = [*cfg.filter_chains, *([cfg.default_filter_chain] if cfg.default_filter_chain else [])]
+        for fc in chains:
+            for c in fc.destination_ips:
+                ipaddress.ip_network(c, strict=False)
+
     def configure(self, cfg: model.Listener) -> None:
         """(Re)build the chains; connections accepted from now on use them."""
         self.cfg = cfg

@@ -14,6 +14,8 @@ the field (``$.clusters[3].outlier_detection.interval``).
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import json
 import re
 from typing import Any, Literal
@@ -307,6 +309,11 @@ class FilterChain(_Base, kw_only=True):
     def __post_init__(self) -> None:
         if (self.http is None) == (self.tcp is None):
             raise ValueError("exactly one of http, tcp must be set")
+        for c in self.destination_ips:
+            try:
+                ipaddress.ip_network(c, strict=False)
+            except ValueError:
+                raise ValueError(f"destination_ips: {c!r} is not an address or CIDR") from None
 
 
 class Listener(_Base, kw_only=True):
@@ -376,6 +383,8 @@ class OutlierDetection(_Base, kw_only=True):
 
     def __post_init__(self) -> None:
         self._durations("interval", "base_ejection_time")
+        if self.interval <= 0:  # type: ignore[operator]
+            raise ValueError("interval must be greater than 0")
         if not 0 <= self.max_ejection_percent <= 100:
             raise ValueError("max_ejection_percent must be within 0..100")
         if not 0 <= self.min_health_percent <= 100:
@@ -413,8 +422,17 @@ class Cluster(_Base, kw_only=True):
 
     def __post_init__(self) -> None:
         self._durations("connect_timeout")
+        if self.ring_size < 1:
+            raise ValueError("ring_size must be at least 1")
+        if not _is_prime(self.maglev_table_size):
+            raise ValueError("maglev_table_size must be a prime number")
         if self.lb_policy in ("RING_HASH", "MAGLEV") and self.hash_policy is None:
             raise ValueError(f"lb_policy {self.lb_policy} needs a hash_policy")
+
+
+@functools.lru_cache(maxsize=64)
+def _is_prime(n: int) -> bool:
+    return n >= 2 and all(n % d for d in range(2, int(n**0.5) + 1))
 
 
 class Endpoint(_Base, kw_only=True):

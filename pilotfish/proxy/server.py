@@ -32,13 +32,22 @@ log = logging.getLogger("pilotfish.proxy")
 class Snapshot:
     """A compiled ProxyConfig."""
 
-    __slots__ = ("cfg", "version", "router", "clusters")
+    __slots__ = ("cfg", "version", "router", "clusters", "endpoint_updates")
 
-    def __init__(self, cfg: model.ProxyConfig, router: Router, clusters: dict[str, ClusterRuntime]) -> None:
+    def __init__(self, cfg: model.ProxyConfig, router: Router, clusters: dict[str, ClusterRuntime],
+                 endpoint_updates: list[tuple[ClusterRuntime, list[model.Endpoint]]]) -> None:
         self.cfg = cfg
         self.version = cfg.version
         self.router = router
         self.clusters = clusters
+        # endpoints of clusters carried over from the previous snapshot: applied only when
+        # this snapshot is committed, so that a rejected snapshot changes nothing
+        self.endpoint_updates = endpoint_updates
+
+    def commit_endpoints(self) -> None:
+        for rt, eps in self.endpoint_updates:
+            rt.set_endpoints(eps)
+        self.endpoint_updates = []
 
 
 class ConfigRejected(Exception):
@@ -70,20 +79,23 @@ class Proxy:
         eps = {ce.cluster: ce.endpoints for ce in cfg.endpoints}
         old = prev.clusters if prev is not None else {}
         clusters: dict[str, ClusterRuntime] = {}
+        updates: list[tuple[ClusterRuntime, list[model.Endpoint]]] = []
         for c in cfg.clusters:
             rt = old.get(c.name)
             if rt is not None and rt.cfg == c:
-                rt.set_endpoints(eps.get(c.name, []))
+                updates.append((rt, eps.get(c.name, [])))
             else:
                 rt = ClusterRuntime(c, eps.get(c.name, []))
             clusters[c.name] = rt
-        return Snapshot(cfg, router, clusters)
+        return Snapshot(cfg, router, clusters, updates)
 
     async def apply(self, cfg: model.ProxyConfig) -> None:
         """Swap in a new snapshot; raise ConfigRejected and keep the old one on failure."""
         prev = self.snapshot
         try:
             snap = self._compile(cfg, prev)
+            for lc in cfg.listeners:  # chains must build before anything is bound or swapped
+                ListenerRuntime.check(lc)
         except Exception as e:
             self._reject(cfg.version, f"cannot compile: {e}")
         new_listeners: dict[str, ListenerRuntime] = {}
@@ -114,6 +126,7 @@ class Proxy:
                 lr.close()
         self.listeners = new_listeners
         old_clusters = prev.clusters
+        snap.commit_endpoints()
         self.snapshot = snap
         for name, rt in old_clusters.items():
             if snap.clusters.get(name) is not rt:
@@ -256,6 +269,23 @@ class Proxy:
         await self._stopped
 
 
+def check_config(cfg: model.ProxyConfig) -> None:
+    """Everything a snapshot must pass before it can serve (route tables compile, load
+    balancers build, chains build); raises ValueError naming the problem."""
+    Router(cfg.routes, cfg.node.labels, cfg.node.namespace)
+    eps = {ce.cluster: ce.endpoints for ce in cfg.endpoints}
+    for c in cfg.clusters:
+        try:
+            ClusterRuntime(c, eps.get(c.name, []))
+        except ValueError as e:
+            raise ValueError(f"cluster {c.name}: {e}") from None
+    for lc in cfg.listeners:
+        try:
+            ListenerRuntime.check(lc)
+        except ValueError as e:
+            raise ValueError(f"listener {lc.name}: {e}") from None
+
+
 def run(cfg: model.ProxyConfig, config_path: str | None = None, on_ready: Callable[[Proxy], None] | None = None) -> int:
     try:
         import uvloop
@@ -266,7 +296,11 @@ def run(cfg: model.ProxyConfig, config_path: str | None = None, on_ready: Callab
         runner = asyncio.run
 
     async def main() -> int:
-        proxy = Proxy(cfg)
+        try:
+            proxy = Proxy(cfg)
+        except ValueError as e:
+            sys.stderr.write(f"pilotfish: invalid configuration: {e}\n")
+            return 2
         proxy.config_path = config_path
         try:
             await proxy.start()

@@ -28,6 +28,7 @@ from pilotfish.proxy.http import (
     UF,
     UH,
     UO,
+    UPE,
     URX,
     UT,
     LocalReply,
@@ -54,6 +55,7 @@ BODY_UO = "upstream connect error or disconnect/reset before headers. reset reas
 BODY_UF = "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
 BODY_UC = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
 BODY_UT = "upstream request timeout"
+BODY_UPE = "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
 
 
 def local_reply_bytes(status: int, body: str | bytes, close: bool = False,
@@ -354,6 +356,10 @@ class Stream:
             h["x-forwarded-proto"] = req.scheme
         elif "x-forwarded-proto" not in h:
             h["x-forwarded-proto"] = req.scheme
+        if "host" not in h:
+            # HTTP/1.0 without Host: upstream requests are HTTP/1.1 and need one; use the
+            # address the client connected to (Envoy would use default_host_for_http_10)
+            req.set_authority(self.conn.local_address)
         if hcm.generate_request_id and "x-request-id" not in h:
             h["x-request-id"] = new_request_id()
         if wc.request_ops is not None:
@@ -453,6 +459,12 @@ class Stream:
                 st.upstream_rq_timeout += 1
                 self.reply(504, BODY_UT, "response_timeout", UT)
                 return
+            if outcome == "protocol_error":
+                # the upstream did not speak HTTP/1.1 (Envoy: 502, flag UPE); not retried
+                if od is not None:
+                    od.record_response(host, 502)
+                self.reply(502, BODY_UPE, "upstream_reset_before_response_started{protocol_error}", UPE)
+                return
             # reset before the response started
             st.upstream_rq_rx_reset += 1
             if od is not None:
@@ -544,8 +556,10 @@ class Stream:
 
     def _arm_timers(self) -> None:
         loop = self.loop
-        if self._deadline and self._timeout_handle is None:
+        if self._deadline:
+            # the route timeout runs once, across every attempt and back-off
             self._timeout_handle = loop.call_later(self._deadline, self._on_timeout, "timeout")
+            self._deadline = None
         if self._per_try and self._try_handle is None and not self.response_started:
             self._try_handle = loop.call_later(self._per_try, self._on_timeout, "per_try_timeout")
 
@@ -572,6 +586,12 @@ class Stream:
         fut = self.fut
         if fut is not None and not fut.done():
             fut.set_result(which)
+        elif which == "timeout":
+            # between attempts (backing off, or connecting for a retry): answer now; the
+            # attempt loop sees the stream done when it wakes
+            if self.cluster is not None:
+                self.cluster.stats.upstream_rq_timeout += 1
+            self.reply(504, BODY_UT, "response_timeout", UT)
 
     def _cancel_timers(self) -> None:
         if self._timeout_handle is not None:
@@ -603,7 +623,7 @@ class Stream:
                 if rs.attempts_left <= 0:
                     cluster.stats.upstream_rq_retry_limit_exceeded += 1  # type: ignore[union-attr]
                     self.add_flag(URX)
-                else:
+                elif self.replay_ok:  # the cluster's retry budget is spent
                     cluster.stats.upstream_rq_retry_overflow += 1  # type: ignore[union-attr]
                 rs = None
         if rs is not None and rs.retry_on_status(status):
@@ -739,7 +759,7 @@ class Stream:
                 fut.set_result("done")
             return
         if fut is not None and not fut.done():
-            fut.set_result("reset")
+            fut.set_result("protocol_error" if kind == "protocol" else "reset")
 
     def on_upstream_pause(self, paused: bool) -> None:
         # the upstream is not reading our request body fast enough: stop reading the client

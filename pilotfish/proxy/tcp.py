@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pilotfish.proxy.http import UF, UH
 
@@ -103,6 +103,8 @@ class TcpProxyConnection(asyncio.Protocol):
                 cluster.outlier.record_local_failure(host)
             self._fail(UF)
             return
+        if cluster.outlier is not None:
+            cluster.outlier.record_local_success(host)
         if self.closed:
             up.transport.close()
             return
@@ -172,5 +174,15 @@ class TcpProxyConnection(asyncio.Protocol):
             f"{self.cluster_name} - {self.local_address} {self.remote_address} - -\n"
         )
 
-    def as_record(self) -> dict[str, Any]:
-        return {"bytes_received": self.bytes_received, "bytes_sent": self.bytes_sent}
+    def log_json(self) -> str:
+        import json
+
+        from pilotfish.proxy.accesslog import _iso
+
+        return json.dumps({
+            "start_time": _iso(self.start_wall), "method": None, "path": None, "protocol": None,
+            "response_code": 0, "response_flags": self.flags_str(), "bytes_received": self.bytes_received,
+            "bytes_sent": self.bytes_sent, "duration": self.duration_ms(), "upstream_host": self.upstream_host,
+            "upstream_cluster": self.cluster_name, "downstream_local_address": self.local_address,
+            "downstream_remote_address": self.remote_address,
+        }, separators=(",", ":")) + "\n"

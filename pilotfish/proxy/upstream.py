@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 
 class ResponseSink(Protocol):
-    """What an upstream connection reports to (the stream being served)."""
+    """What an upstream connection reports to (the stream being served). A sink may also
+    have ``body_complete``: False when the response ends before the whole request body
+    was sent, so that the connection is closed rather than pooled."""
 
     def on_response_head(self, status: int, headers: list[tuple[str, str]], version: str) -> None: ...
     def on_response_body(self, data: bytes) -> None: ...
@@ -86,7 +88,8 @@ class UpstreamConnection(asyncio.Protocol):
             sink = self.sink
             if sink is not None:
                 sink.flush()
-        except httptools.HttpParserError:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            # a malformed response, or a 101 (we never ask to upgrade): a protocol error
             sink, self.sink = self.sink, None
             self.close()
             if sink is not None:
@@ -129,7 +132,13 @@ class UpstreamConnection(asyncio.Protocol):
         pass
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        n = name.decode("latin-1").lower()
+        v = value.decode("latin-1")
+        if n == "transfer-encoding" and v.strip().lower() != "chunked":
+            # llhttp would read such a body until close and we would drop the coding with
+            # the hop-by-hop header, corrupting the body: a protocol error, as in Envoy
+            raise ValueError("unsupported transfer-encoding in response")
+        self._headers.append((n, v))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -171,7 +180,9 @@ class UpstreamConnection(asyncio.Protocol):
     def _finish(self, keep_alive: bool) -> None:
         self._done = True
         sink, self.sink = self.sink, None
-        reusable = keep_alive and not self.closed
+        # An upstream that answered before the whole request body was sent (an early 413)
+        # still expects the rest of it: reusing the connection would desync it.
+        reusable = keep_alive and not self.closed and getattr(sink, "body_complete", True)
         if sink is not None:
             sink.on_response_done(reusable)
         if reusable:
@@ -250,27 +261,32 @@ class HostPool:
         return None
 
     async def acquire(self, connect_timeout: float) -> UpstreamConnection:
-        conn = self.take_idle()
-        if conn is not None:
-            return conn
+        """An idle connection to this host, or a new one within the cluster's
+        ``max_connections``; at the limit, wait (as a pending request, within
+        ``max_pending_requests``) for a connection to be released anywhere in the cluster."""
         lim = self.limits
-        if lim.cx_active >= lim.cb.max_connections:
-            # wait for a connection to come back, within the pending limit
-            if lim.rq_pending_active >= lim.cb.max_pending_requests:
-                raise PoolOverflow()
-            fut = self.loop.create_future()
-            lim.waiters.append(fut)
-            lim.rq_pending_active += 1
-            try:
+        pending = False
+        try:
+            while True:
+                conn = self.take_idle()
+                if conn is not None:
+                    return conn
+                if lim.cx_active < lim.cb.max_connections:
+                    return await self._connect(connect_timeout)
+                # at the limit: an idle connection to another host can make room
+                if lim.close_one_idle():
+                    continue
+                if not pending:
+                    if lim.rq_pending_active >= lim.cb.max_pending_requests:
+                        raise PoolOverflow()
+                    pending = True
+                    lim.rq_pending_active += 1
+                fut = self.loop.create_future()
+                lim.waiters.append(fut)
                 await fut
-            finally:
+        finally:
+            if pending:
                 lim.rq_pending_active -= 1
-            conn = self.take_idle()
-            if conn is not None:
-                return conn
-            if lim.cx_active >= lim.cb.max_connections:
-                raise PoolOverflow()
-        return await self._connect(connect_timeout)
 
     async def _connect(self, timeout: float) -> UpstreamConnection:
         lim = self.limits

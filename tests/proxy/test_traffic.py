@@ -237,6 +237,17 @@ def test_retries_exhausted_flag_urx(env):
     assert line["flags"] == "URX" and line["code"] == "503"
 
 
+def test_route_timeout_spans_retries(env):
+    """The route timeout covers every attempt and back-off; it is not restarted by a retry."""
+    px, ups, port = env
+    push(env, [route(**to(A, timeout="500ms", retries={"attempts": 50, "retry_on": ["5xx"],
+                                                       "backoff_base_interval": "50ms"}))])
+    status, _, body = request(port, "GET", "/flaky/1000?spans")
+    assert status == 504 and body == b"upstream request timeout"
+    line = parse_log(last_log(px, "/flaky/1000?spans"))
+    assert "UT" in line["flags"] and int(line["duration"]) < 2000
+
+
 def test_retriable_status_codes_and_non_retriable(env):
     px, ups, port = env
     push(env, [route(**to(A, retries={"attempts": 2, "retry_on": ["retriable-status-codes"],
@@ -355,6 +366,25 @@ def test_circuit_breaker_overflow_uo(env):
     assert "UO" in parse_log(last_log(px, '"GET /delay/0.6 HTTP/1.1" 503'))["flags"]
 
 
+def test_pending_requests_for_several_hosts_are_all_served(env):
+    """At max_connections, a request waiting for one host is not starved by connections
+    released to another host."""
+    px, ups, port = env
+    push(env, [route(**to(AB))], clusters={AB: [ups["a"].port, ups["b"].port]},
+         cluster_opts={AB: {"lb_policy": "ROUND_ROBIN", "circuit_breakers": {"max_connections": 1}}})
+    results = []
+
+    def one():
+        results.append(request(port, "GET", "/delay/0.2", timeout=10)[0])
+
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * 6
+
+
 def test_outlier_detection_ejects_failing_host(env):
     px, ups, port = env
     ports = [ups["a"].port, ups["bad"].port]
@@ -435,6 +465,25 @@ def test_invalid_snapshot_is_nacked_and_old_one_serves(env):
     assert dump["version"] == good["version"] and dump["last_rejected"]["version"] == "bad-1"
     status, body = px.push({"version": "bad-2", "clusters": [{"name": "x", "connect_timeout": "soon"}]})
     assert status == 400 and "connect_timeout" in body["error"]
+
+
+def test_rejected_snapshot_changes_nothing(env):
+    """A snapshot rejected late (a cluster that cannot be built) must not have moved the
+    endpoints of the clusters it shares with the snapshot in force."""
+    px, ups, port = env
+    good = push(env, [route(**to(A))])
+    bad = simple_config(port, {A: [free_port()]}, [route(**to(A))], version="late-bad")
+    # a second listener on a port already taken: found only when binding, after compiling
+    bad["listeners"].append({**bad["listeners"][0], "name": "taken", "port": px.admin_port})
+    status, body = px.push(bad)
+    assert status == 400 and "cannot bind" in body["error"]
+    bad2 = simple_config(port, {A: [free_port()]}, [route(**to(A))], version="late-bad-2")
+    bad2["listeners"][0]["filter_chains"] = [{"destination_ips": ["not-a-cidr"],
+                                              "http": {"route_config": str(port)}}]
+    status, body = px.push(bad2)
+    assert status == 400 and "not-a-cidr" in body["error"]
+    assert get_json(port, "/anything")[2]["upstream"] == "a"
+    assert json.loads(px.admin("GET", "/config_dump")[2])["version"] == good["version"]
 
 
 def test_swap_under_load_drops_nothing(env):
