@@ -78,6 +78,7 @@ class DownstreamConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._max_head = self.hcm.max_request_headers_kb * 1024
         self._bad_header: str | None = None
+        self._nheaders = 0
         self._deferred: tuple[int, str] | None = None  # error to answer after the active stream
 
     # ------------------------------------------------------------------ connection
@@ -146,7 +147,7 @@ class DownstreamConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ timeouts
     def _arm_timer(self) -> None:
         hcm = self.hcm
-        t = min(x for x in (hcm.idle_timeout, hcm.request_headers_timeout, 3600.0) if x)
+        t = min(x for x in (hcm.idle_timeout, hcm.request_headers_timeout, hcm.stream_idle_timeout, 3600.0) if x)
         self._timer = self.loop.call_later(t, self._on_timer)
 
     def _on_timer(self) -> None:
@@ -160,9 +161,15 @@ class DownstreamConnection(asyncio.Protocol):
             self.error_reply(408, "request_header_timeout")
             return
         idle = self.active is None and self.parsing is None and not self._in_head
-        if idle and hcm.idle_timeout and now - self._last_activity >= hcm.idle_timeout:
+        quiet = now - self._last_activity
+        if idle and hcm.idle_timeout and quiet >= hcm.idle_timeout:
             self.stats.downstream_cx_idle_timeout += 1
             self.close()
+            return
+        if not idle and hcm.stream_idle_timeout and quiet >= hcm.stream_idle_timeout:
+            # no bytes either way on the stream for this long (Envoy's stream_idle_timeout)
+            self.stats.downstream_rq_idle_timeout += 1
+            self.error_reply(408, "stream_idle_timeout")
             return
         self._arm_timer()
 
@@ -205,6 +212,7 @@ class DownstreamConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = []
         self._headers = {}
+        self._nheaders = 0
         self._bad_header = None
         self._in_head = True
         self._head_bytes = 0
@@ -216,6 +224,7 @@ class DownstreamConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         n = name.decode("latin-1").lower()
         v = value.decode("latin-1")
+        self._nheaders += 1
         h = self._headers
         if n in h:
             if n == "host":
@@ -233,7 +242,7 @@ class DownstreamConnection(asyncio.Protocol):
         parser = self.parser
         url = b"".join(self._url)
         head_size = len(url) + sum(len(k) + len(v) + 4 for k, v in self._headers.items())
-        if head_size > self._max_head:
+        if head_size > self._max_head or self._nheaders > self.hcm.max_headers_count:
             raise BadRequest(431, "request_headers_too_large")
         if self._bad_header:
             raise BadRequest(400, self._bad_header.replace(" ", "_"))

@@ -272,6 +272,7 @@ class HttpConnectionManager(_Base, kw_only=True):
     route_config: str
     stat_prefix: str | None = None
     max_request_headers_kb: int = 60  # Envoy's default; request line + headers; over -> 431
+    max_headers_count: int = 100  # Envoy's default; more request headers -> 431
     max_request_bytes: int | None = None  # body limit; over -> 413
     request_headers_timeout: float | str | None = 10.0  # slow client sending headers -> 408
     idle_timeout: float | str | None = 3600.0  # keep-alive idle; Envoy's default 1h

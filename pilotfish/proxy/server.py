@@ -71,6 +71,14 @@ class Proxy:
         self.draining = False
         self._stopped: asyncio.Future | None = None
         self.config_path: str | None = None
+        # Hooks for the discovery client (pilotfish.proxy.discovery_client.attach): the admin
+        # server class (AdminServer plus /discovery), whether start() makes the proxy ready
+        # (without a bootstrap snapshot it is ready once the first one is applied), the
+        # client itself, and callbacks run when the proxy starts draining.
+        self.admin_class: type | None = None
+        self.ready_on_start = True
+        self.discovery: Any = None
+        self.on_drain: list[Callable[[], Any]] = []
         self._configure_access_log(cfg.access_log)
 
     # ------------------------------------------------------------------ snapshots
@@ -164,9 +172,9 @@ class Proxy:
         if cfg.admin.enabled:
             from pilotfish.proxy.admin import AdminServer
 
-            self.admin = AdminServer(self)
+            self.admin = (self.admin_class or AdminServer)(self)
             await self.admin.start(cfg.admin.address, cfg.admin.port)
-        self.ready = True
+        self.ready = self.ready_on_start
 
     def http_stats_for(self, fc: model.FilterChain, lc: model.Listener) -> HttpStats:
         prefix = None
@@ -226,6 +234,8 @@ class Proxy:
         if self.draining:
             return
         self.draining = True
+        for cb in self.on_drain:
+            cb()
         for lr in self.listeners.values():
             lr.close()
         timeout = float(self.snapshot.cfg.drain_timeout)  # type: ignore[arg-type]
@@ -286,7 +296,10 @@ def check_config(cfg: model.ProxyConfig) -> None:
             raise ValueError(f"listener {lc.name}: {e}") from None
 
 
-def run(cfg: model.ProxyConfig, config_path: str | None = None, on_ready: Callable[[Proxy], None] | None = None) -> int:
+def run(cfg: model.ProxyConfig, config_path: str | None = None, on_ready: Callable[[Proxy], None] | None = None,
+        setup: Callable[[Proxy], None] | None = None) -> int:
+    """Run a proxy until it is stopped. ``setup`` is called before ``Proxy.start()`` (to set
+    hooks), ``on_ready`` after it, inside the running loop (to start tasks)."""
     try:
         import uvloop
 
@@ -302,6 +315,8 @@ def run(cfg: model.ProxyConfig, config_path: str | None = None, on_ready: Callab
             sys.stderr.write(f"pilotfish: invalid configuration: {e}\n")
             return 2
         proxy.config_path = config_path
+        if setup is not None:
+            setup(proxy)
         try:
             await proxy.start()
         except OSError as e:

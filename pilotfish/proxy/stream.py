@@ -659,6 +659,8 @@ class Stream:
                     named = {t.strip().lower() for t in v.split(",")}
                 continue
             if n == "content-length":
+                if status == 204 or status < 200:
+                    continue  # RFC 9110 8.6: never on a 1xx or 204
                 length = v
             out.append((n, v))
         if named:
@@ -718,6 +720,7 @@ class Stream:
         if out is not None:
             self._out = None
             conn = self.conn
+            conn._last_activity = self.loop.time()
             conn.write(out[0] if len(out) == 1 else b"".join(out))
             if conn.write_paused:
                 self.on_downstream_pause(True)

@@ -573,3 +573,38 @@ def test_tcp_proxy_chain(env, tmp_path):
     s.close()
     t.join(5)
     echo.close()
+
+
+def test_too_many_headers_431(env):
+    px, ups, port = env
+    push(env, [route(**to(A))])
+    many = "".join(f"x-h{i}: v\r\n" for i in range(101))
+    out = raw(port, f"GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n".encode())
+    assert out.startswith(b"HTTP/1.1 431")
+    assert request(port, "GET", "/anything")[0] == 200
+
+
+def test_stream_idle_timeout_408(env):
+    px, ups, port = env
+    push(env, [route(**to(A))], http_opts={"stream_idle_timeout": "300ms"})
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\npartial")
+        out = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        s.close()
+    assert out.startswith(b"HTTP/1.1 408"), out
+    assert px.stat("http.0.0.0.0_" + str(port) + ".downstream_rq_idle_timeout") >= 1
+    assert request(port, "GET", "/anything")[0] == 200
+
+
+def test_204_never_carries_content_length(env):
+    px, ups, port = env
+    push(env, [route(**to(A))])
+    status, h, body = request(port, "GET", "/status/204")
+    assert status == 204 and "content-length" not in h and body == b""
