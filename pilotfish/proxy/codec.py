@@ -285,9 +285,17 @@ class DownstreamConnection(asyncio.Protocol):
         self.parsing = stream
         if self.active is None:
             self.active = stream
-            stream.start()
+            if parser.should_upgrade():
+                # httptools signals the upgrade after this callback returns: decide then
+                self.loop.call_soon(self._start_if_active, stream)
+            else:
+                stream.start()
         else:
             self.queue.append(stream)
+
+    def _start_if_active(self, stream: Stream) -> None:
+        if self.active is stream and not stream.done and not self.closed:
+            stream.start()
 
     def _absolute_form(self, target: str, headers: dict[str, str], method: str) -> str:
         """``GET http://host/path``: the authority comes from the target (RFC 9112 3.2.2)."""

@@ -110,7 +110,7 @@ class Stream:
         "route_name", "method", "log_path", "log_authority", "upstream_service_time",
         "cluster", "host", "route", "wc", "retry_state", "_discard", "_sent_at",
         "_timeout_handle", "_try_handle", "_deadline", "_per_try", "_paused_down",
-        "done", "_read_paused", "_out", "_set_cookie", "_retry_status", "_snapshot", "req_headers",
+        "done", "_read_paused", "_out", "_set_cookie", "_started", "_attempt_host", "_head", "_retry_status", "_snapshot", "req_headers",
     )
 
     def __init__(self, conn: DownstreamConnection, req: Request, has_body: bool, keep_alive: bool) -> None:
@@ -165,6 +165,9 @@ class Stream:
         self._snapshot: Any = None
         self._out: list[bytes] | None = None
         self._set_cookie: str | None = None
+        self._started = False
+        self._attempt_host: Any = None  # the host of the attempt in flight (counted as active)
+        self._head = b""
         self.done = False
 
     # ------------------------------------------------------------------ record helpers
@@ -202,7 +205,14 @@ class Stream:
             if exp.lower() == "100-continue" and not self.body_complete:
                 # As Envoy does by default: answer 100 Continue ourselves, strip Expect.
                 self.conn.write(CONTINUE_100)
-        self.task = self.loop.create_task(self.run())
+        stats = self.conn.stats
+        stats.downstream_rq_total += 1
+        stats.downstream_rq_active += 1
+        self._started = True
+        try:
+            self._begin()
+        except Exception as e:
+            self._internal_error(e)
 
     def on_request_body(self, data: bytes) -> None:
         n = len(data)
@@ -243,10 +253,14 @@ class Stream:
         self.add_flag(DC)
         self.details = self.details or "downstream_remote_disconnect"
         self._abandon_upstream()
-        if self.fut is not None and not self.fut.done():
-            self.fut.set_result("downstream_reset")
-        if self.task is None:
-            self.finish(keep_alive=False)
+        self._end_attempt()
+        fut = self.fut
+        task = self.task
+        self.finish(keep_alive=False)
+        if fut is not None and not fut.done():
+            fut.set_result("downstream_reset")
+        elif task is not None and not task.done():
+            task.cancel()  # a back-off, a connect or a fault delay: nothing left to wait for
 
     def on_downstream_pause(self, paused: bool) -> None:
         up = self.upstream
@@ -266,76 +280,184 @@ class Stream:
             self.task.cancel()
 
     # ------------------------------------------------------------------ the request path
-    async def run(self) -> None:
+    def _internal_error(self, e: Exception) -> None:
+        """A bug must not take the proxy down: answer 500 (or cut the response) and log."""
+        conn = self.conn
+        conn.proxy.log_internal_error(self, e)
+        self._abandon_upstream()
+        self._end_attempt()
+        if not self.response_started:
+            self.reply(500, b"internal error", "internal_error")
+        else:
+            self.finish(keep_alive=False)
+            conn.abort()
+
+    def _begin(self) -> None:
+        """Route the request and run the request filters, synchronously when nothing waits."""
         conn = self.conn
         snap = self._snapshot = conn.proxy.snapshot
         stats = conn.stats
-        stats.downstream_rq_total += 1
-        stats.downstream_rq_active += 1
         req = self.req
+        table = snap.router.table(conn.chain.route_config)
+        route = table.match(req) if table is not None else None
+        if route is None:
+            stats.no_route += 1
+            self.add_flag(NR)
+            self.reply(404, b"", "route_not_found")
+            return
+        self.route = route
+        self.route_name = route.name
+        filters = route.request_filters
+        for i, f in enumerate(filters):
+            r = f.on_request(req)
+            if r is None:
+                continue
+            if isinstance(r, Delay):
+                self.add_flag(DI)
+                self.task = self.loop.create_task(self._delayed(route, i, r))
+                return
+            self.reply_local(r)
+            return
+        self._dispatch(route)
+
+    async def _delayed(self, route: Any, index: int, delay: Delay) -> None:
+        """A fault delay: sleep, then carry on with the remaining filters and the route."""
         try:
-            table = snap.router.table(conn.chain.route_config)
-            route = table.match(req) if table is not None else None
-            if route is None:
-                stats.no_route += 1
-                self.add_flag(NR)
-                self.reply(404, b"", "route_not_found")
-                return
-            self.route = route
-            self.route_name = route.name
-            for f in route.request_filters:
-                r = f.on_request(req)
-                if r is None:
-                    continue
-                if isinstance(r, Delay):
-                    self.add_flag(DI)
-                    await asyncio.sleep(r.seconds)
-                    if self.done:
-                        return
-                    if r.then is None:
+            req = self.req
+            filters = route.request_filters
+            while True:
+                await asyncio.sleep(delay.seconds)
+                if self.done:
+                    return
+                if delay.then is not None:
+                    self.reply_local(delay.then)
+                    return
+                for index in range(index + 1, len(filters)):  # noqa: B020
+                    r = filters[index].on_request(req)
+                    if r is None:
                         continue
-                    r = r.then
-                self.reply_local(r)
-                return
-            kind = route.kind
-            if kind != "route":
-                if kind == "redirect":
-                    stats.rq_redirect += 1
-                    self.reply_local(route.redirect_reply(req), "redirect")
+                    if isinstance(r, Delay):
+                        self.add_flag(DI)
+                        delay = r
+                        break
+                    self.reply_local(r)
+                    return
                 else:
-                    stats.rq_direct_response += 1
-                    self.reply_local(route.direct_reply(), "direct_response")
-                return
-            wc = self.wc = route.single or route.pick(_random())
-            cluster = snap.clusters.get(wc.cluster)
-            self.cluster_name = wc.cluster
-            if cluster is None:
-                stats.no_cluster += 1
-                self.add_flag("NC")
-                self.reply(503, b"", "cluster_not_found")
-                return
-            self.cluster = cluster
-            if route.has_rewrite:
-                route.rewrite(req)
-            self._prepare_request_headers(route, wc)
-            if route.mirrors:
-                self._mirror(route, snap)
-            await self.forward(cluster, route)
+                    break
+            self._dispatch(route)
         except asyncio.CancelledError:
             self._abandon_upstream()
             raise
-        except Exception as e:  # a bug must not take the proxy down: 500 and log
-            conn.proxy.log_internal_error(self, e)
-            self._abandon_upstream()
-            if not self.response_started:
-                self.reply(500, b"internal error", "internal_error")
+        except Exception as e:
+            self._internal_error(e)
+
+    def _dispatch(self, route: Any) -> None:
+        """Answer locally, or pick the destination and make the first attempt: at once (no
+        coroutine) when a pooled connection is idle, else in the attempt coroutine."""
+        conn = self.conn
+        stats = conn.stats
+        req = self.req
+        kind = route.kind
+        if kind != "route":
+            if kind == "redirect":
+                stats.rq_redirect += 1
+                self.reply_local(route.redirect_reply(req), "redirect")
             else:
-                self.finish(keep_alive=False)
-                conn.abort()
-        finally:
-            self._cancel_timers()
-            if not self.done:
-                self.finish(keep_alive=False)
+                stats.rq_direct_response += 1
+                self.reply_local(route.direct_reply(), "direct_response")
+            return
+        snap = self._snapshot
+        wc = self.wc = route.single or route.pick(_random())
+        cluster = snap.clusters.get(wc.cluster)
+        self.cluster_name = wc.cluster
+        if cluster is None:
+            stats.no_cluster += 1
+            self.add_flag("NC")
+            self.reply(503, b"", "cluster_not_found")
+            return
+        self.cluster = cluster
+        if route.has_rewrite:
+            route.rewrite(req)
+        self._prepare_request_headers(route, wc)
+        if route.mirrors:
+            self._mirror(route, snap)
+        h = req.headers
+        timeout = route.timeout
+        override = h.pop("x-envoy-upstream-rq-timeout-ms", None)
+        if override is not None and override.isdigit():
+            timeout = int(override) / 1000.0 or None
+        if route.retries is not None:
+            retry = self.retry_state = RetryState(route.retries)
+            self._per_try = retry.per_try_timeout
+        if timeout:
+            self._deadline = timeout
+        if self.has_body and "content-length" not in h:
+            self.chunked_up = True
+        self._head = self._request_head()
+        host = self._choose(cluster, None)
+        if host is None:
+            self.reply(503, BODY_UH, "no_healthy_upstream", UH)
+            return
+        if cluster.rq_active >= cluster.cb.max_requests:
+            cluster.stats.upstream_rq_pending_overflow += 1
+            self.reply(503, BODY_UO, "upstream_reset_before_response_started{overflow}", UO)
+            return
+        up = cluster.pool_for(host).take_idle()
+        if up is None:
+            self.task = self.loop.create_task(self._attempts(cluster, host, None))
+            return
+        self._begin_attempt(cluster, host)
+        self._send(up)  # the upstream's callbacks finish the stream, or _signal() takes over
+
+    def _choose(self, cluster: ClusterRuntime, prev: Any) -> Any:
+        req = self.req
+        if cluster.original_dst:
+            host = cluster.original_dst_host(req.dest_ip, req.dest_port)
+        else:
+            key = None
+            hp = cluster.hash_policy
+            if hp is not None:
+                key = cluster.lb.hash_key(req)
+                if key is None and hp.cookie is not None and hp.cookie_ttl is not None:
+                    # as Envoy: no affinity cookie yet, so make one and set it
+                    key, self._set_cookie = new_cookie(hp, req)
+            host = cluster.lb.choose(req, key, prev)
+        if host is not None:
+            self.host = host
+            self.upstream_host = host.key
+        return host
+
+    def _begin_attempt(self, cluster: ClusterRuntime, host: Any) -> None:
+        cluster.rq_active += 1
+        host.active_requests += 1
+        cluster.stats.upstream_rq_total += 1
+        self._attempt_host = host
+
+    def _end_attempt(self) -> None:
+        host = self._attempt_host
+        if host is not None:
+            self._attempt_host = None
+            self.cluster.rq_active -= 1  # type: ignore[union-attr]
+            host.active_requests -= 1
+
+    def _signal(self, outcome: str) -> None:
+        """An attempt ended (``done``, ``retry``, ``reset``, ``timeout``...). The attempt
+        coroutine, if one is waiting, takes it; an attempt made without one hands any
+        outcome but success to a new attempt coroutine."""
+        fut = self.fut
+        if fut is not None:
+            if not fut.done():
+                fut.set_result(outcome)
+            return
+        if self._attempt_host is None:
+            return
+        if self._try_handle is not None:
+            self._try_handle.cancel()
+            self._try_handle = None
+        self._end_attempt()
+        if outcome == "done" or outcome == "downstream_reset" or self.done:
+            return
+        self.task = self.loop.create_task(self._attempts(self.cluster, self.host, outcome))  # type: ignore[arg-type]
 
     def _prepare_request_headers(self, route: Any, wc: Any) -> None:
         req = self.req
@@ -366,83 +488,75 @@ class Stream:
             apply_request_ops(wc.request_ops, h, req)
 
     # ------------------------------------------------------------------ upstream attempts
-    async def forward(self, cluster: ClusterRuntime, route: Any) -> None:
-        req = self.req
-        h = req.headers
-        timeout = route.timeout
-        override = h.pop("x-envoy-upstream-rq-timeout-ms", None)
-        if override is not None and override.isdigit():
-            timeout = int(override) / 1000.0 or None
-        retry = self.retry_state = RetryState(route.retries) if route.retries is not None else None
-        self._per_try = retry.per_try_timeout if retry is not None else None
-        if timeout:
-            self._deadline = timeout
-        if self.has_body:
-            if "content-length" not in h:
-                self.chunked_up = True
-        head = self._request_head()
-        head_only = req.method == "HEAD"
-        prev = None
+    async def _attempts(self, cluster: ClusterRuntime, host: Any, outcome: str | None) -> None:
+        try:
+            await self._attempt_loop(cluster, host, outcome)
+        except asyncio.CancelledError:
+            self._abandon_upstream()
+            self._end_attempt()
+            raise
+        except Exception as e:
+            self._internal_error(e)
+        finally:
+            self._cancel_timers()
+            if not self.done:
+                self.finish(keep_alive=False)
+
+    async def _attempt_loop(self, cluster: ClusterRuntime, host: Any, outcome: str | None) -> None:
+        """Attempts until one succeeds or the policy gives up. ``outcome`` is that of an
+        attempt already made on ``host``; None means ``host`` is chosen and not yet tried."""
+        retry = self.retry_state
         st = cluster.stats
         cb = cluster.cb
+        prev = None
+        fresh = outcome is None
         while True:
-            if cluster.original_dst:
-                host = cluster.original_dst_host(req.dest_ip, req.dest_port)
-            else:
-                key = None
-                hp = cluster.hash_policy
-                if hp is not None:
-                    key = cluster.lb.hash_key(req)
-                    if key is None and hp.cookie is not None and hp.cookie_ttl is not None:
-                        # as Envoy: no affinity cookie yet, so make one and set it
-                        key, self._set_cookie = new_cookie(hp, req)
-                host = cluster.lb.choose(req, key, prev)
-            if host is None:
-                self.reply(503, BODY_UH, "no_healthy_upstream", UH)
-                return
-            self.host = host
-            self.upstream_host = host.key
-            if cluster.rq_active >= cb.max_requests:
-                st.upstream_rq_pending_overflow += 1
-                self.reply(503, BODY_UO, "upstream_reset_before_response_started{overflow}", UO)
-                return
-            pool = cluster.pool_for(host)
-            cluster.rq_active += 1
-            host.active_requests += 1
-            st.upstream_rq_total += 1
-            try:
+            if outcome is None:
+                if not fresh:
+                    host = self._choose(cluster, prev)
+                    if host is None:
+                        self.reply(503, BODY_UH, "no_healthy_upstream", UH)
+                        return
+                    if cluster.rq_active >= cb.max_requests:
+                        st.upstream_rq_pending_overflow += 1
+                        self.reply(503, BODY_UO, "upstream_reset_before_response_started{overflow}", UO)
+                        return
+                fresh = False
+                pool = cluster.pool_for(host)
+                self._begin_attempt(cluster, host)
                 try:
-                    up = pool.take_idle()
-                    if up is None:
-                        st.upstream_rq_pending_total += 1
-                        up = await pool.acquire(cluster.connect_timeout)
-                except PoolOverflow:
-                    st.upstream_rq_pending_overflow += 1
-                    self.reply(503, BODY_UO, "upstream_reset_before_response_started{overflow}", UO)
-                    return
-                except ConnectFailure as e:
-                    if cluster.outlier is not None:
-                        cluster.outlier.record_local_failure(host)
-                    self.transport_failure = e.reason
-                    if retry is not None and retry.retry_on_connect_failure() and await self._backoff(cluster):
-                        prev = host
-                        continue
-                    self.reply(503, BODY_UF, "upstream_reset_before_response_started{connection_failure}", UF)
-                    return
-                if self.done:
-                    pool.release(up)
-                    return
-                outcome = await self._exchange(up, head, head_only)
-            finally:
-                cluster.rq_active -= 1
-                host.active_requests -= 1
+                    try:
+                        up = pool.take_idle()
+                        if up is None:
+                            st.upstream_rq_pending_total += 1
+                            up = await pool.acquire(cluster.connect_timeout)
+                    except PoolOverflow:
+                        st.upstream_rq_pending_overflow += 1
+                        self.reply(503, BODY_UO, "upstream_reset_before_response_started{overflow}", UO)
+                        return
+                    except ConnectFailure as e:
+                        self._end_attempt()
+                        if cluster.outlier is not None:
+                            cluster.outlier.record_local_failure(host)
+                        self.transport_failure = e.reason
+                        if retry is not None and retry.retry_on_connect_failure() and await self._backoff(cluster):
+                            prev = host
+                            continue
+                        self.reply(503, BODY_UF, "upstream_reset_before_response_started{connection_failure}", UF)
+                        return
+                    if self.done:
+                        pool.release(up)
+                        return
+                    outcome = await self._exchange(up)
+                finally:
+                    self._end_attempt()
             if outcome == "done" or outcome == "downstream_reset":
                 return
             # the attempt failed before a response went to the client
             od = cluster.outlier
             if outcome == "retry":
                 if await self._backoff(cluster):
-                    prev = host
+                    prev, outcome = host, None
                     continue
                 return  # _backoff already answered
             if outcome == "per_try_timeout":
@@ -450,7 +564,7 @@ class Stream:
                 if od is not None:
                     od.record_local_failure(host, timeout=True)
                 if retry is not None and retry.retry_on_timeout() and await self._backoff(cluster):
-                    prev = host
+                    prev, outcome = host, None
                     continue
                 st.upstream_rq_timeout += 1
                 self.reply(504, BODY_UT, "upstream_per_try_timeout", UT)
@@ -470,7 +584,7 @@ class Stream:
             if od is not None:
                 od.record_local_failure(host)
             if retry is not None and retry.retry_on_reset() and await self._backoff(cluster):
-                prev = host
+                prev, outcome = host, None
                 continue
             self.reply(503, BODY_UC, "upstream_reset_before_response_started{connection_termination}", UC)
             return
@@ -522,13 +636,13 @@ class Stream:
         parts.append("\r\n")
         return "".join(parts).encode("latin-1")
 
-    async def _exchange(self, up: UpstreamConnection, head: bytes, head_only: bool) -> str:
+    def _send(self, up: UpstreamConnection) -> None:
+        """Write the request (head and the body received so far) on ``up``."""
         self.upstream = up
         self.upstream_local = up.local_address
         self._retry_status = 0
-        fut = self.fut = self.loop.create_future()
         self._sent_at = self.loop.time()
-        up.start(self, head, head_only)
+        up.start(self, self._head, self.req.method == "HEAD")
         chunked = self.chunked_up
         if self.replay and (self.replay_ok and self.pending is not self.replay):
             body = self.replay
@@ -546,6 +660,10 @@ class Stream:
             if chunked:
                 up.write(b"0\r\n\r\n")
             self._arm_timers()
+
+    async def _exchange(self, up: UpstreamConnection) -> str:
+        fut = self.fut = self.loop.create_future()
+        self._send(up)
         try:
             return await fut
         finally:
@@ -576,16 +694,13 @@ class Stream:
                 self.add_flag(UT)
                 self.details = "response_timeout"
                 self._abandon_upstream()
-                fut = self.fut
                 self.finish(keep_alive=False)
                 self.conn.abort()
-                if fut is not None and not fut.done():
-                    fut.set_result("done")
+                self._signal("done")
             return
         self._abandon_upstream()
-        fut = self.fut
-        if fut is not None and not fut.done():
-            fut.set_result(which)
+        if self.fut is not None or self._attempt_host is not None:
+            self._signal(which)
         elif which == "timeout":
             # between attempts (backing off, or connecting for a retry): answer now; the
             # attempt loop sees the stream done when it wakes
@@ -636,9 +751,7 @@ class Stream:
             if up is not None:
                 up.abandon()
             cluster.stats.record_status(status)  # type: ignore[union-attr]
-            fut = self.fut
-            if fut is not None and not fut.done():
-                fut.set_result("retry")
+            self._signal("retry")
             return
         if self._try_handle is not None:
             self._try_handle.cancel()
@@ -742,15 +855,12 @@ class Stream:
             # the rest of the request cannot be skipped safely, so the connection closes
             self.keep_alive = False
         self.finish(self.keep_alive)
-        fut = self.fut
-        if fut is not None and not fut.done():
-            fut.set_result("done")
+        self._signal("done")
 
     def on_upstream_error(self, kind: str) -> None:
         self.upstream = None
         if self._discard or self.done:
             return
-        fut = self.fut
         if self.response_started:
             # the response was cut off mid-body: the client's response is cut off too
             self.add_flag(UC)
@@ -758,11 +868,9 @@ class Stream:
             self.cluster.stats.upstream_rq_rx_reset += 1  # type: ignore[union-attr]
             self.finish(keep_alive=False)
             self.conn.abort()
-            if fut is not None and not fut.done():
-                fut.set_result("done")
+            self._signal("done")
             return
-        if fut is not None and not fut.done():
-            fut.set_result("protocol_error" if kind == "protocol" else "reset")
+        self._signal("protocol_error" if kind == "protocol" else "reset")
 
     def on_upstream_pause(self, paused: bool) -> None:
         # the upstream is not reading our request body fast enough: stop reading the client
@@ -815,11 +923,12 @@ class Stream:
             self.conn.abort()
             return
         self._abandon_upstream()
+        self._end_attempt()
         fut = self.fut
         self.reply(status, REASONS.get(status, "Error"), details)
         if fut is not None and not fut.done():
             fut.set_result("done")
-        if self.task is not None and not self.task.done():
+        elif self.task is not None and not self.task.done():
             self.task.cancel()
 
     def finish(self, keep_alive: bool) -> None:
@@ -831,7 +940,8 @@ class Stream:
         self._cancel_timers()
         conn = self.conn
         st = conn.stats
-        st.downstream_rq_active -= 1 if self.task is not None else 0
+        if self._started:
+            st.downstream_rq_active -= 1
         st.downstream_rq_completed += 1
         if self.status:
             st.record_status(self.status)
