@@ -1,0 +1,535 @@
+"""The discovery server: computes each connected proxy's snapshot and pushes it, xDS-style.
+
+The model is go-control-plane's snapshot cache reduced to what we need: one function,
+``compute(node) -> ProxyConfig``, says what a proxy should run; the server remembers what it
+sent to each proxy (the config, its version and a content hash) and what the proxy answered,
+and sends a proxy a new snapshot only when the content changed. Always the whole snapshot
+(state of the world), never a delta.
+
+- A new connection says ``hello`` with a bootstrap token (compared in constant time), its node
+  and the version and hash it holds; it gets ``welcome`` and, unless it already holds the same
+  content, its snapshot at once.
+- ``request_push(reason)`` is debounced (100 ms quiet, at most ``max_debounce`` after the first
+  request, as Istio's PILOT_DEBOUNCE_AFTER / PILOT_DEBOUNCE_MAX), then every connected proxy is
+  recomputed, yielding to the event loop every few milliseconds, and the changed ones are sent.
+- Versions are Istio-like ``2026-11-25T19:40:00.123Z/17``: the UTC time a version was made
+  (to the millisecond, so that a restarted server does not reuse a name) and a counter that
+  grows by one per push (and per snapshot sent to a newly connected proxy).
+- Each connection has its own writer, holding at most one pending snapshot: a slow proxy gets
+  only the latest one and never holds up the others.
+
+Wire format and the proxy's side: ``pilotfish/proxy/discovery_client.py`` and
+``docs/reference/discovery.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import hmac
+import logging
+import ssl as ssl_module
+import threading
+import time
+from collections.abc import Callable
+from typing import Literal
+
+import msgspec
+
+from pilotfish.proxy import model
+from pilotfish.proxy.discovery_client import (
+    MAX_CLIENT_MESSAGE,
+    PROTOCOL_VERSION,
+    ClientMessage,
+    ProtocolError,
+    encode,
+    frame,
+    read_frame,
+    set_keepalive,
+)
+
+log = logging.getLogger("pilotfish.controlplane.discovery")
+
+HELLO_TIMEOUT = 10.0  # a connection that does not say hello within this is closed
+SLICE = 0.005  # during a push, yield to the event loop after this much computing
+
+State = Literal["SYNCED", "STALE", "NACKED", "NOT_SENT"]
+
+
+class ProxyStatus(msgspec.Struct, kw_only=True):
+    """One proxy as the control plane sees it (the data behind ``pilotfish proxy-status``).
+
+    ``state``: SYNCED (it acked the version last sent), STALE (a version was sent and not yet
+    answered), NACKED (it rejected the version last sent; it keeps serving its previous one),
+    NOT_SENT (nothing could be sent yet: see ``compute_error``). Times are Unix seconds.
+    """
+
+    proxy_id: str
+    node: model.Node
+    connected: bool
+    connected_at: float | None
+    disconnected_at: float | None
+    peer: str | None
+    state: State
+    sent_version: str | None
+    sent_at: float | None
+    acked_version: str | None
+    acked_at: float | None
+    nack: str | None  # the error of the NACK, while the version last sent stands rejected
+    nack_version: str | None
+    compute_error: str | None  # the last compute(node) failure (the previous snapshot stays)
+
+
+class AckEvent(msgspec.Struct, kw_only=True):
+    """Passed to ``on_ack``. Times are ``time.monotonic()`` seconds."""
+
+    proxy_id: str
+    version: str
+    requested_at: float  # the first request_push of the push that made it (or the connection)
+    sent_at: float  # when the snapshot was queued for the proxy
+    acked_at: float
+
+    @property
+    def latency(self) -> float:
+        """Queued -> acknowledged (the proxy's apply plus the round trip)."""
+        return self.acked_at - self.sent_at
+
+    @property
+    def since_request(self) -> float:
+        """request_push -> acknowledged: what a user waits for after ``apply``."""
+        return self.acked_at - self.requested_at
+
+
+class _Conn:
+    """One accepted, authenticated connection and its writer task."""
+
+    __slots__ = ("writer", "peer", "pending", "wake", "task")
+
+    def __init__(self, writer: asyncio.StreamWriter, peer: str) -> None:
+        self.writer = writer
+        self.peer = peer
+        self.pending: bytes | None = None  # the latest snapshot not yet written
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task | None = None
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        self.writer.close()
+
+
+class _Record:
+    """What the server knows about one proxy id; kept a while after it disconnects."""
+
+    __slots__ = ("id", "node", "conn", "peer", "connected_at", "disconnected_at", "cfg", "hash",
+                 "sent_version", "sent_at", "sent_mono", "requested_mono", "acked_version",
+                 "acked_at", "nack", "nack_version", "last_response", "compute_error")
+
+    def __init__(self, node: model.Node) -> None:
+        self.id = node.id
+        self.node = node
+        self.conn: _Conn | None = None
+        self.peer: str | None = None
+        self.connected_at: float | None = None
+        self.disconnected_at: float | None = None
+        self.cfg: model.ProxyConfig | None = None  # the last snapshot sent, with its version
+        self.hash: str | None = None  # its content hash
+        self.sent_version: str | None = None
+        self.sent_at: float | None = None
+        self.sent_mono = 0.0
+        self.requested_mono = 0.0
+        self.acked_version: str | None = None
+        self.acked_at: float | None = None
+        self.nack: str | None = None
+        self.nack_version: str | None = None
+        self.last_response: str | None = None  # "ack" or "nack"
+        self.compute_error: str | None = None
+
+    def state(self) -> State:
+        if self.sent_version is None:
+            return "NOT_SENT"
+        if self.last_response == "nack" and self.nack_version == self.sent_version:
+            return "NACKED"
+        if self.acked_version == self.sent_version:
+            return "SYNCED"
+        return "STALE"
+
+    def status(self) -> ProxyStatus:
+        nacked = self.state() == "NACKED"
+        return ProxyStatus(
+            proxy_id=self.id, node=self.node, connected=self.conn is not None,
+            connected_at=self.connected_at, disconnected_at=self.disconnected_at, peer=self.peer,
+            state=self.state(), sent_version=self.sent_version, sent_at=self.sent_at,
+            acked_version=self.acked_version, acked_at=self.acked_at,
+            nack=self.nack if nacked else None, nack_version=self.nack_version if nacked else None,
+            compute_error=self.compute_error,
+        )
+
+
+class DiscoveryServer:
+    """Serves snapshots computed by ``compute(node)`` to proxies holding ``token``.
+
+    Use it from the event loop it was started on; ``request_push`` may also be called from
+    any other thread. ``on_ack(AckEvent)`` is called for every ACK of the version last sent.
+    Disconnected proxies stay in ``statuses()`` for ``forget_after`` seconds.
+    """
+
+    def __init__(self, compute: Callable[[model.Node], model.ProxyConfig], token: str,
+                 debounce: float = 0.1, max_debounce: float = 1.0, *,
+                 on_ack: Callable[[AckEvent], None] | None = None, forget_after: float = 300.0) -> None:
+        if not token:
+            raise ValueError("the discovery server needs a non-empty token")
+        self.compute = compute
+        self._token = token.encode()
+        self.debounce = debounce
+        self.max_debounce = max(max_debounce, debounce)
+        self.on_ack = on_ack
+        self.forget_after = forget_after
+        self._records: dict[str, _Record] = {}
+        self._server: asyncio.base_events.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None
+        self._handlers: set[asyncio.Task] = set()
+        self._push_task: asyncio.Task | None = None
+        self._wake: asyncio.Event | None = None
+        self._first_request: float | None = None  # monotonic time of the oldest pending request
+        self._last_request = 0.0
+        self._reasons: list[str] = []
+        self._pushing = False
+        self._changed_ev: asyncio.Event | None = None
+        self._seq = 0
+        self.version = ""  # the latest version made
+        # counters, for tests, benchmarks and the dashboard
+        self.pushes = 0
+        self.computes = 0
+        self.compute_errors = 0
+        self.snapshots_sent = 0
+        self.last_push: dict[str, object] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self, host: str = "127.0.0.1", port: int = 15010,
+                    ssl: ssl_module.SSLContext | None = None) -> int:
+        """Listen; return the bound port. ``ssl``: the mTLS seam (a server context that
+        requires client certificates), plaintext when None."""
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._wake = asyncio.Event()
+        self._changed_ev = asyncio.Event()
+        # a large backlog: after a control plane restart every proxy reconnects at once
+        self._server = await asyncio.start_server(self._handle, host, port, ssl=ssl, backlog=4096)
+        self._push_task = self._loop.create_task(self._push_loop())
+        return self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        """Stop listening and close every connection (proxies keep serving what they have)."""
+        if self._server is not None:
+            self._server.close()
+        if self._push_task is not None:
+            self._push_task.cancel()
+        for rec in self._records.values():
+            if rec.conn is not None:
+                rec.conn.close()
+        tasks = [t for t in (*self._handlers, self._push_task) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    # ------------------------------------------------------------------ queries
+    def statuses(self) -> list[ProxyStatus]:
+        self._forget_old()
+        return [r.status() for r in sorted(self._records.values(), key=lambda r: r.id)]
+
+    def last_sent(self, proxy_id: str) -> model.ProxyConfig | None:
+        """The snapshot the proxy was last sent (or, after a reconnection with the same content,
+        the one it holds), version included."""
+        rec = self._records.get(proxy_id)
+        return rec.cfg if rec is not None else None
+
+    def synced(self) -> bool:
+        """No push pending or running, and every connected proxy acked the version last sent."""
+        if self._first_request is not None or self._pushing:
+            return False
+        return all(r.state() == "SYNCED" for r in self._records.values() if r.conn is not None)
+
+    async def wait_synced(self, timeout: float) -> bool:
+        """Wait until ``synced()``; False if it is not by ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.synced():
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._changed_ev is None:
+                return False
+            try:
+                await asyncio.wait_for(self._changed_ev.wait(), remaining)
+            except TimeoutError:
+                return self.synced()
+        return True
+
+    # ------------------------------------------------------------------ pushes
+    def request_push(self, reason: str = "") -> None:
+        """Ask for every connected proxy to be recomputed (debounced). Thread-safe."""
+        if self._loop is None:
+            return  # not started: new connections compute their snapshot anyway
+        if threading.get_ident() != self._thread:
+            self._loop.call_soon_threadsafe(self.request_push, reason)
+            return
+        now = time.monotonic()
+        if self._first_request is None:
+            self._first_request = now
+        self._last_request = now
+        if len(self._reasons) < 100:
+            self._reasons.append(reason)
+        assert self._wake is not None
+        self._wake.set()
+
+    async def _push_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            while True:  # debounce: a quiet period, but never longer than max_debounce
+                assert self._first_request is not None
+                due = min(self._last_request + self.debounce, self._first_request + self.max_debounce)
+                wait = due - time.monotonic()
+                if wait <= 0:
+                    break
+                await asyncio.sleep(wait)
+            self._wake.clear()
+            requested, reasons = self._first_request, self._reasons
+            self._first_request, self._reasons = None, []
+            self._pushing = True
+            try:
+                await self._push(requested, reasons)
+            except Exception:  # pragma: no cover - a bug; the next request tries again
+                log.exception("push failed")
+            finally:
+                self._pushing = False
+                self._changed()
+
+    async def _push(self, requested: float, reasons: list[str]) -> None:
+        started = time.monotonic()
+        version = self._mint()
+        sent = errors = 0
+        records = [r for r in self._records.values() if r.conn is not None]
+        mark = time.monotonic()
+        for rec in records:
+            if rec.conn is not None:
+                out = self._compute_one(rec)
+                if out is None:
+                    errors += 1
+                elif out[2] != rec.hash:
+                    self._send(rec, *out, version=version, requested=requested)
+                    sent += 1
+            if time.monotonic() - mark > SLICE:
+                await asyncio.sleep(0)  # let ACKs, new connections and writers run
+                mark = time.monotonic()
+        self.pushes += 1
+        self.last_push = {
+            "version": version, "reasons": [r for r in reasons if r], "proxies": len(records),
+            "sent": sent, "compute_errors": errors, "seconds": round(time.monotonic() - started, 6),
+        }
+        log.info("push %s (%s): %d proxies, %d changed, %d compute errors", version,
+                 ", ".join(r for r in reasons if r) or "-", len(records), sent, errors)
+
+    def _mint(self) -> str:
+        self._seq += 1
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+        # milliseconds keep versions unique across control plane restarts (the counter
+        # starts again at 1)
+        self.version = f"{stamp}.{int(now * 1000) % 1000:03d}Z/{self._seq}"
+        return self.version
+
+    def _compute_one(self, rec: _Record) -> tuple[model.ProxyConfig, bytes, str] | None:
+        """(config, encoded config without its version, content hash), or None if compute
+        failed (logged; the proxy keeps what it has)."""
+        self.computes += 1
+        try:
+            cfg = self.compute(rec.node)
+            if not isinstance(cfg, model.ProxyConfig):
+                raise TypeError(f"compute returned {type(cfg).__name__}, not a ProxyConfig")
+            blank = copy.copy(cfg)  # shallow: no validation again, compute's object untouched
+            blank.version = ""
+            body = msgspec.json.encode(blank)
+        except Exception as e:
+            self.compute_errors += 1
+            rec.compute_error = f"{type(e).__name__}: {e}"
+            log.exception("computing the snapshot of %s failed; it keeps its previous one", rec.id)
+            return None
+        rec.compute_error = None
+        return cfg, body, hashlib.blake2b(body, digest_size=16).hexdigest()
+
+    def _send(self, rec: _Record, cfg: model.ProxyConfig, body: bytes, digest: str, *, version: str,
+              requested: float) -> None:
+        conn = rec.conn
+        assert conn is not None
+        # the config is encoded once (for the hash) and spliced into the message
+        conn.pending = frame(b'{"type":"snapshot","version":' + msgspec.json.encode(version)
+                             + b',"hash":"' + digest.encode() + b'","config":' + body + b"}")
+        conn.wake.set()
+        stored = copy.copy(cfg)
+        stored.version = version
+        rec.cfg, rec.hash, rec.sent_version = stored, digest, version
+        rec.sent_at, rec.sent_mono, rec.requested_mono = time.time(), time.monotonic(), requested
+        rec.nack = rec.nack_version = None
+        self.snapshots_sent += 1
+        self._changed()
+
+    # ------------------------------------------------------------------ connections
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        set_keepalive(writer.get_extra_info("socket"))
+        peername = writer.get_extra_info("peername")
+        peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
+        rec: _Record | None = None
+        conn: _Conn | None = None
+        try:
+            try:
+                data = await asyncio.wait_for(read_frame(reader, MAX_CLIENT_MESSAGE), HELLO_TIMEOUT)
+            except TimeoutError:
+                await self._refuse(writer, f"no hello within {HELLO_TIMEOUT:g}s")
+                return
+            if data is None:
+                return
+            try:
+                hello = msgspec.json.decode(data, type=ClientMessage)
+            except msgspec.DecodeError as e:
+                await self._refuse(writer, f"malformed hello: {e}")
+                return
+            if hello.type != "hello":
+                await self._refuse(writer, f"expected a hello, got {hello.type!r}")
+                return
+            if hello.protocol != PROTOCOL_VERSION:
+                await self._refuse(writer, f"unsupported protocol version {hello.protocol} "
+                                           f"(this control plane speaks {PROTOCOL_VERSION})")
+                return
+            if not hmac.compare_digest(hello.token.encode(), self._token):
+                log.warning("refused %s: bad token", peer)
+                await self._refuse(writer, "authentication failed: bad token")
+                return
+            try:
+                node = msgspec.json.decode(hello.node or b"{}", type=model.Node)
+            except msgspec.DecodeError as e:
+                await self._refuse(writer, f"invalid node: {e}")
+                return
+            conn = _Conn(writer, peer)
+            rec = self._attach(node, conn)
+            writer.write(encode({"type": "welcome", "node_id": node.id}))
+            self._first_snapshot(rec, hello.version, hello.hash)
+            conn.task = asyncio.get_running_loop().create_task(self._write_loop(conn))
+            while True:
+                data = await read_frame(reader, MAX_CLIENT_MESSAGE)
+                if data is None:
+                    break
+                msg = msgspec.json.decode(data, type=ClientMessage)
+                if msg.type == "ack":
+                    self._on_ack(rec, msg.version)
+                elif msg.type == "nack":
+                    self._on_nack(rec, msg.version, msg.error)
+        except (ConnectionError, ProtocolError, msgspec.DecodeError) as e:
+            log.info("connection from %s (%s) ended: %s", peer, rec.id if rec else "-", e)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            if conn is not None:
+                conn.close()
+                if rec is not None and rec.conn is conn:
+                    rec.conn = None
+                    rec.disconnected_at = time.time()
+                    log.info("%s disconnected", rec.id)
+                    self._changed()
+            else:
+                writer.close()
+            self._handlers.discard(task)
+
+    async def _refuse(self, writer: asyncio.StreamWriter, error: str) -> None:
+        writer.write(encode({"type": "error", "error": error}))
+        try:
+            await asyncio.wait_for(writer.drain(), 1.0)
+        except (ConnectionError, TimeoutError):
+            pass
+        writer.close()
+
+    def _attach(self, node: model.Node, conn: _Conn) -> _Record:
+        rec = self._records.get(node.id)
+        if rec is None:
+            rec = self._records[node.id] = _Record(node)
+        elif rec.conn is not None:
+            log.warning("%s connected again from %s; closing its connection from %s",
+                        node.id, conn.peer, rec.conn.peer)
+            rec.conn.close()
+        rec.node, rec.conn, rec.peer = node, conn, conn.peer
+        rec.connected_at, rec.disconnected_at = time.time(), None
+        log.info("%s connected from %s", node.id, conn.peer)
+        return rec
+
+    def _first_snapshot(self, rec: _Record, held_version: str, held_hash: str | None) -> None:
+        """Send a newly connected proxy its snapshot, unless it already holds that content."""
+        now = time.monotonic()
+        rec.acked_version = held_version or None  # what the proxy says it runs
+        rec.last_response = None
+        out = self._compute_one(rec)
+        if out is None:
+            self._changed()
+            return
+        cfg, body, digest = out
+        if held_hash is not None and held_hash == digest:
+            stored = copy.copy(cfg)
+            stored.version = held_version
+            rec.cfg, rec.hash = stored, digest
+            rec.sent_version, rec.sent_at, rec.sent_mono = held_version, time.time(), now
+            rec.acked_at = time.time()
+            rec.nack = rec.nack_version = None
+            self._changed()
+            return
+        if rec.hash == digest and rec.sent_version is not None:
+            version = rec.sent_version  # the content this proxy was already sent: same name
+        else:
+            version = self._mint()
+        self._send(rec, cfg, body, digest, version=version, requested=now)
+
+    async def _write_loop(self, conn: _Conn) -> None:
+        try:
+            while True:
+                await conn.wake.wait()
+                conn.wake.clear()
+                msg, conn.pending = conn.pending, None
+                if msg is not None:
+                    conn.writer.write(msg)
+                    await conn.writer.drain()
+        except ConnectionError:
+            conn.writer.close()  # the reader sees the end and cleans up
+
+    def _on_ack(self, rec: _Record, version: str) -> None:
+        rec.acked_version, rec.acked_at, rec.last_response = version, time.time(), "ack"
+        if version == rec.sent_version:
+            rec.nack = rec.nack_version = None
+            if self.on_ack is not None:
+                try:
+                    self.on_ack(AckEvent(proxy_id=rec.id, version=version, requested_at=rec.requested_mono,
+                                         sent_at=rec.sent_mono, acked_at=time.monotonic()))
+                except Exception:
+                    log.exception("on_ack hook failed")
+        self._changed()
+
+    def _on_nack(self, rec: _Record, version: str, error: str) -> None:
+        rec.nack, rec.nack_version, rec.last_response = error or "rejected", version, "nack"
+        log.warning("%s rejected version %s: %s", rec.id, version, error)
+        self._changed()
+
+    def _changed(self) -> None:
+        """Wake whoever waits in wait_synced."""
+        if self._changed_ev is not None:
+            self._changed_ev.set()
+            self._changed_ev = asyncio.Event()
+
+    def _forget_old(self) -> None:
+        cutoff = time.time() - self.forget_after
+        for pid in [r.id for r in self._records.values()
+                    if r.conn is None and r.disconnected_at is not None and r.disconnected_at < cutoff]:
+            del self._records[pid]
