@@ -5,7 +5,7 @@
 - ``GET /clusters``: per-host lines as Envoy prints them (``?format=json`` too)
 - ``GET /stats``: Envoy-named counters (``?filter=regex-free substring``, ``?format=json``)
 - ``GET /stats/prometheus``: the same in Prometheus text
-- ``GET /listeners``, ``GET /server_info``
+- ``GET /listeners``, ``GET /server_info``, ``GET /discovery`` (the discovery client's state)
 - ``POST /config``: push a new snapshot (YAML or JSON body); 200 ACK or 400 NACK with the
   error, the previous snapshot staying in force — the seam the control plane pushes through
 - ``POST /quitquitquit``: drain and exit (as Istio's pilot-agent asks Envoy)
@@ -153,6 +153,10 @@ class AdminServer:
             info = {"version": __version__, "state": "LIVE" if px.ready else "PRE_INITIALIZING",
                     "node": model.to_builtins(px.snapshot.cfg.node), "config_version": px.snapshot.version}
             c.respond(200, json.dumps(info, indent=2), "application/json")
+        elif path == "/discovery":
+            client = px.discovery
+            state = client.state() if client is not None else {"enabled": False}
+            c.respond(200, json.dumps(state, indent=2), "application/json")
         elif path == "/config":
             if method != "POST":
                 c.respond(405, "POST a snapshot\n")
@@ -166,7 +170,7 @@ class AdminServer:
             asyncio.get_running_loop().create_task(px.drain_and_stop())
         else:
             c.respond(404, "paths: /ready /config_dump /clusters /stats /stats/prometheus /listeners "
-                           "/server_info POST /config POST /quitquitquit\n")
+                           "/server_info /discovery POST /config POST /quitquitquit\n")
 
     async def _push(self, c: _AdminConn, body: bytes) -> None:
         from pilotfish.proxy.server import ConfigRejected

@@ -22,7 +22,6 @@ control plane; the server (``pilotfish.controlplane.discovery``) imports them fr
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import socket
 import ssl as ssl_module
@@ -34,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from pilotfish.proxy import model
-from pilotfish.proxy.admin import AdminServer
 
 if TYPE_CHECKING:
     from pilotfish.proxy.server import Proxy
@@ -326,26 +324,10 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
-# --------------------------------------------------------------------------- admin
-
-
-class DiscoveryAdmin(AdminServer):
-    """The admin endpoint plus ``GET /discovery``: the client's state as JSON."""
-
-    async def handle(self, c: Any, method: str, path: str, query: dict, body: bytes) -> None:
-        if path == "/discovery":
-            client = getattr(self.proxy, "discovery", None)
-            state = client.state() if client is not None else {"enabled": False}
-            c.respond(200, json.dumps(state, indent=2), "application/json")
-            return
-        await super().handle(c, method, path, query, body)
-
-
 def attach(proxy: Proxy, client: DiscoveryClient, *, bootstrapped: bool) -> None:
-    """Wire a client into a proxy before ``Proxy.start()``: the /discovery admin path, readiness
+    """Wire a client into a proxy before ``Proxy.start()``: its state on the admin's /discovery, readiness
     (a proxy without a bootstrap snapshot answers /ready 503 until its first snapshot), and
     stopping the client when the proxy drains. Start the client after ``Proxy.start()``."""
     proxy.discovery = client
-    proxy.admin_class = DiscoveryAdmin
     proxy.ready_on_start = bootstrapped
     proxy.on_drain.append(client.stop)

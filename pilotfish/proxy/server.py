@@ -71,11 +71,10 @@ class Proxy:
         self.draining = False
         self._stopped: asyncio.Future | None = None
         self.config_path: str | None = None
-        # Hooks for the discovery client (pilotfish.proxy.discovery_client.attach): the admin
-        # server class (AdminServer plus /discovery), whether start() makes the proxy ready
+        # Hooks for the discovery client (pilotfish.proxy.discovery_client.attach): whether
+        # start() makes the proxy ready
         # (without a bootstrap snapshot it is ready once the first one is applied), the
         # client itself, and callbacks run when the proxy starts draining.
-        self.admin_class: type | None = None
         self.ready_on_start = True
         self.discovery: Any = None
         self.on_drain: list[Callable[[], Any]] = []
@@ -172,7 +171,7 @@ class Proxy:
         if cfg.admin.enabled:
             from pilotfish.proxy.admin import AdminServer
 
-            self.admin = (self.admin_class or AdminServer)(self)
+            self.admin = AdminServer(self)
             await self.admin.start(cfg.admin.address, cfg.admin.port)
         self.ready = self.ready_on_start
 
