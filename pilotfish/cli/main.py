@@ -9,9 +9,16 @@ import sys
 
 # name -> (module, help). Each module has ``add_arguments(parser)`` and ``run(args) -> int``.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "proxy": ("pilotfish.cli.proxy_cmd", "run a proxy (sidecar or gateway) from a config file"),
+    "proxy": ("pilotfish.cli.proxy_cmd", "run a proxy (sidecar or gateway) from a config file or a control plane"),
     "analyze": ("pilotfish.cli.analyze_cmd", "analyze Istio/Kubernetes configuration"),
     "version": ("pilotfish.cli.version_cmd", "print the version"),
+    "controlplane": ("pilotfish.cli.controlplane_cmd", "run the control plane (config store, discovery, API)"),
+    "apply": ("pilotfish.cli.apply_cmd", "apply configuration from files (all or nothing)"),
+    "delete": ("pilotfish.cli.apply_cmd", "delete configuration, by file or by kind and name"),
+    "get": ("pilotfish.cli.get_cmd", "list configuration objects"),
+    "proxy-status": ("pilotfish.cli.status_cmd", "show whether each proxy has its latest configuration"),
+    "proxy-config": ("pilotfish.cli.status_cmd", "show the configuration sent to one proxy"),
+    "explain": ("pilotfish.cli.explain_cmd", "explain how one proxy handles one request"),
 }
 
 

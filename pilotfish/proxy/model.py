@@ -485,7 +485,15 @@ class Node(_Base, kw_only=True):
     # as an explicit HTTP proxy, and the sidecar's inbound listeners bind the workload ports
     # on the workload's address, forwarding to where the application really listens.
     interception: Literal["REDIRECT", "NONE"] = "REDIRECT"
-    app_ports: dict[int, int] = {}  # NONE mode: workload port -> the app's port on 127.0.0.1
+    # NONE mode: workload port -> the app's port on 127.0.0.1 (YAML/JSON keys may be strings)
+    app_ports: dict[int | str, int] = {}
+
+    def __post_init__(self) -> None:
+        if any(isinstance(k, str) for k in self.app_ports):
+            try:
+                self.app_ports = {int(k): v for k, v in self.app_ports.items()}
+            except ValueError:
+                raise ValueError("app_ports: keys must be port numbers") from None
     workload_name: str | None = None
     canonical_service: str | None = None
     canonical_revision: str | None = None
