@@ -16,6 +16,8 @@ A ServiceEntry port names its protocol in ``protocol`` (empty: detected, so ``AU
 
 from __future__ import annotations
 
+from pilotfish.api.checks import parse_protocol  # Istio's canonical protocol names
+
 __all__ = [
     "AUTO",
     "HTTP_PROTOCOLS",
@@ -27,21 +29,6 @@ __all__ = [
     "service_entry_port_protocol",
 ]
 
-#: Istio's canonical names, by lower-case spelling.
-_NAMES = {
-    "tcp": "TCP",
-    "udp": "UDP",
-    "grpc": "GRPC",
-    "grpc-web": "GRPC-Web",
-    "http": "HTTP",
-    "http_proxy": "HTTP_PROXY",
-    "http2": "HTTP2",
-    "https": "HTTPS",
-    "tls": "TLS",
-    "mongo": "Mongo",
-    "redis": "Redis",
-    "mysql": "MySQL",
-}
 #: A port whose protocol Istio would detect at run time (unnamed or unknown name).
 AUTO = "AUTO"
 HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-Web", "HTTP_PROXY", AUTO})
@@ -51,7 +38,7 @@ _WELL_KNOWN_TCP_PORTS = frozenset({3306, 27017, 11211})
 
 def parse(value: str) -> str | None:
     """Canonical protocol name for ``value`` (case-insensitive), or None."""
-    return _NAMES.get(value.lower())
+    return parse_protocol(value)
 
 
 def is_http(protocol: str) -> bool:
