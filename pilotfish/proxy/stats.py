@@ -11,7 +11,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 
-class ClusterStats:
+class _Counters:
+    """Integer counters named by ``__slots__``, all starting at 0."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        for n in self.__slots__:
+            if n != "__weakref__":
+                setattr(self, n, 0)
+
+    def items(self) -> Iterator[tuple[str, int]]:
+        for n in self.__slots__:
+            if n != "__weakref__":
+                yield n, getattr(self, n)
+
+
+class ClusterStats(_Counters):
     __slots__ = (
         "upstream_rq_total",
         "upstream_rq_active",
@@ -59,10 +75,6 @@ class ClusterStats:
         }
     )
 
-    def __init__(self) -> None:
-        for n in self.__slots__:
-            if n != "__weakref__":
-                setattr(self, n, 0)
 
     def record_status(self, status: int) -> None:
         c = status // 100
@@ -77,13 +89,8 @@ class ClusterStats:
         else:
             self.upstream_rq_1xx += 1
 
-    def items(self) -> Iterator[tuple[str, int]]:
-        for n in self.__slots__:
-            if n != "__weakref__":
-                yield n, getattr(self, n)
 
-
-class HttpStats:
+class HttpStats(_Counters):
     """``http.<stat_prefix>.*``, per HTTP connection manager."""
 
     __slots__ = (
@@ -117,10 +124,6 @@ class HttpStats:
 
     GAUGES = frozenset({"downstream_rq_active", "downstream_cx_active"})
 
-    def __init__(self) -> None:
-        for n in self.__slots__:
-            if n != "__weakref__":
-                setattr(self, n, 0)
 
     def record_status(self, status: int) -> None:
         c = status // 100
@@ -134,11 +137,6 @@ class HttpStats:
             self.downstream_rq_3xx += 1
         else:
             self.downstream_rq_1xx += 1
-
-    def items(self) -> Iterator[tuple[str, int]]:
-        for n in self.__slots__:
-            if n != "__weakref__":
-                yield n, getattr(self, n)
 
 
 class ServerStats:
