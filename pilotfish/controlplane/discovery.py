@@ -16,7 +16,12 @@ and sends a proxy a new snapshot only when the content changed. Always the whole
   (to the millisecond, so that a restarted server does not reuse a name) and a counter that
   grows by one per push (and per snapshot sent to a newly connected proxy).
 - Each connection has its own writer, holding at most one pending snapshot: a slow proxy gets
-  only the latest one and never holds up the others.
+  only the latest one and never holds up the others. The message is encoded when the writer
+  takes it, so a snapshot replaced before it was written is never encoded.
+- Encoding is shared (:class:`SnapshotEncoder`): translate() hands proxies the same element
+  objects (clusters, route tables, listeners...), so each element is encoded and hashed once
+  and every snapshot is assembled from those pieces. The content hash is computed from the
+  pieces' digests, never by hashing megabytes per proxy.
 
 Wire format and the proxy's side: ``pilotfish/proxy/discovery_client.py`` and
 ``docs/reference/discovery.md``.
@@ -32,8 +37,11 @@ import logging
 import ssl as ssl_module
 import threading
 import time
-from collections.abc import Callable
-from typing import Literal
+from array import array
+from collections.abc import Callable, Sequence
+from itertools import accumulate
+from operator import is_not
+from typing import Any, Literal
 
 import msgspec
 
@@ -44,7 +52,6 @@ from pilotfish.proxy.discovery_client import (
     ClientMessage,
     ProtocolError,
     encode,
-    frame,
     read_frame,
     set_keepalive,
 )
@@ -53,6 +60,7 @@ log = logging.getLogger("pilotfish.controlplane.discovery")
 
 HELLO_TIMEOUT = 10.0  # a connection that does not say hello within this is closed
 SLICE = 0.005  # during a push, yield to the event loop after this much computing
+ENCODE_CACHE_BYTES = 128 << 20  # the encoder forgets its pieces when they add up to more
 
 State = Literal["SYNCED", "STALE", "NACKED", "NOT_SENT"]
 
@@ -101,6 +109,185 @@ class AckEvent(msgspec.Struct, kw_only=True):
         return self.acked_at - self.requested_at
 
 
+# --------------------------------------------------------------------------- encoding
+
+_LISTS = ("listeners", "routes", "clusters", "endpoints", "secrets")  # ProxyConfig's element lists
+_SMALL = 16  # shorter lists are looked up element by element
+_JSON = msgspec.json.Encoder()
+_DIGEST = 16  # bytes of each element's BLAKE2b digest
+
+
+class _Seen:
+    """A list seen before: a private copy of its elements (held, so their ids stay valid), their
+    encoded pieces, their digests (concatenated) and the running total of the pieces' sizes."""
+
+    __slots__ = ("items", "raws", "digests", "sizes")
+
+    def __init__(self, items: list, raws: list[msgspec.Raw], digests: bytes) -> None:
+        self.items, self.raws, self.digests = items, raws, digests
+        self.sizes = array("q", accumulate(map(len, raws), initial=0))
+
+
+class PreparedSnapshot:
+    """A snapshot ready to send: its content ``hash`` and, on demand, the framed message."""
+
+    __slots__ = ("hash", "size", "_wire")
+
+    def __init__(self, wire: model.ProxyConfig, digest: str, size: int) -> None:
+        self.hash = digest
+        self.size = size  # a little more than the message's size
+        self._wire = wire  # the config with version "" and lists of msgspec.Raw pieces
+
+    def message(self, version: str) -> bytearray:
+        """The framed ``snapshot`` message: the same bytes as encoding the ProxyConfig (with
+        ``version`` "") inside ``{"type": "snapshot", "version", "hash", "config"}``."""
+        buf = bytearray(self.size + len(version))  # allocated once; encode_into trims it
+        _JSON.encode_into({"type": "snapshot", "version": version, "hash": self.hash, "config": self._wire},
+                          buf, 4)
+        buf[:4] = (len(buf) - 4).to_bytes(4, "big")
+        return buf
+
+
+class SnapshotEncoder:
+    """Encodes snapshots for the wire, doing the work shared between proxies once.
+
+    translate() gives the proxies of a namespace the same element objects (docs/reference/
+    translation.md, section 12): a proxy's lists are the shared template's lists with its own
+    inbound elements inserted. This encoder therefore
+
+    - encodes and hashes each top-level element (a listener, a route table, a cluster, a
+      cluster's endpoints, a secret) once, keyed by identity, and keeps a reference to it so
+      that its ``id`` cannot be reused while the piece is cached;
+    - remembers long lists it has seen (by their two end elements, and by each); a list that
+      shares its ends with one of them takes the pieces and digests of the common ends from it
+      (after checking identity element by element, at C speed) and looks up only the run in
+      between (a proxy's own inbound elements, inserted into its namespace's template);
+    - assembles the message from ``msgspec.Raw`` pieces: the bytes are exactly those of
+      encoding the ProxyConfig (``version`` "").
+
+    The content hash is BLAKE2b-128 over the encoded config without its lists (``version`` "")
+    and, for each non-empty list in field order, its name, its length and the BLAKE2b-128
+    digest of each element's encoding. It is a function of the encoded content only, so a
+    restarted control plane computes the same hash for the same configuration.
+
+    Elements must not be mutated while an encoder may have them cached (translate's output
+    is read-only by contract). The discovery server uses one encoder per push (and for the
+    connections that arrive until the next push); the cache is cleared when its pieces add up
+    to more than ``max_bytes``. The cached elements are kept alive with their pieces: with
+    translate they are alive anyway (its caches hold them), but a ``compute`` that builds
+    fresh objects for every call only fills the cache until it is cleared.
+    """
+
+    def __init__(self, max_bytes: int = ENCODE_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._pieces: dict[int, tuple[Any, msgspec.Raw, bytes]] = {}
+        self._seen: dict[tuple[str, int, int], _Seen] = {}  # (list, first or 0, last or -1)
+        self.cached_bytes = 0
+        self.encoded = 0  # elements encoded (cache misses)
+        self.encoded_bytes = 0
+        self.prepared = 0
+
+    def clear(self) -> None:
+        self._pieces.clear()
+        self._seen.clear()
+        self.cached_bytes = 0
+
+    def prepare(self, cfg: model.ProxyConfig) -> PreparedSnapshot:
+        head = copy.copy(cfg)  # shallow: no validation again, the caller's object untouched
+        head.version = ""
+        wire = copy.copy(head)
+        lists: list[tuple[str, int, bytes]] = []
+        size = 128  # the envelope
+        for name in _LISTS:
+            items = getattr(cfg, name)
+            if not items:
+                continue
+            setattr(head, name, [])
+            raws, digests, nbytes = self._list(name, items)
+            setattr(wire, name, raws)
+            lists.append((name, len(items), digests))
+            size += nbytes + len(items) + len(name) + 8
+        encoded_head = _JSON.encode(head)
+        h = hashlib.blake2b(encoded_head, digest_size=16)
+        for name, n, digests in lists:
+            h.update(f"\n{name} {n}\n".encode())
+            h.update(digests)
+        self.prepared += 1
+        if self.cached_bytes > self.max_bytes:
+            self.clear()
+        return PreparedSnapshot(wire, h.hexdigest(), size + len(encoded_head))
+
+    def _list(self, name: str, items: Sequence[Any]) -> tuple[list[msgspec.Raw], bytes, int]:
+        """The pieces of ``items``, their digests (concatenated) and their total size."""
+        n = len(items)
+        if n < _SMALL:
+            raws, digests = self._lookup(items)
+            return raws, digests, sum(map(len, raws))
+        # a list seen before with the same two ends, else one sharing this one's last or first
+        # element (a proxy's own elements may sit at either end: its inbound endpoints sort
+        # first, for instance)
+        first, last = id(items[0]), id(items[-1])
+        get = self._seen.get
+        seen = get((name, first, last)) or get((name, -1, last)) or get((name, 0, first))
+        if seen is None:
+            raws, digests = self._lookup(items)
+            seen = self._remember(name, items, raws, digests)
+            return raws, digests, seen.sizes[-1]
+        ref = seen.items
+        m = len(ref)
+        # the common ends, by identity, element by element at C speed
+        forward = list(map(is_not, items, ref))
+        try:
+            start = forward.index(True)
+        except ValueError:
+            start = len(forward)
+            if n == m:
+                return seen.raws, seen.digests, seen.sizes[-1]
+        if n == m:
+            tail = forward[::-1].index(True)
+        else:
+            backward = list(map(is_not, reversed(items), reversed(ref)))
+            try:
+                tail = backward.index(True)
+            except ValueError:
+                tail = len(backward)
+        tail = min(tail, min(n, m) - start)
+        mid_raws, mid_digests = self._lookup(items[start:n - tail])
+        raws = seen.raws[:start] + mid_raws + seen.raws[m - tail:]
+        digests = seen.digests[:start * _DIGEST] + mid_digests + seen.digests[(m - tail) * _DIGEST:]
+        sizes = seen.sizes
+        nbytes = sizes[start] + sum(map(len, mid_raws)) + sizes[m] - sizes[m - tail]
+        if n - tail - start > n // 4:  # a poor reference: compare the next ones with this list
+            self._remember(name, items, raws, digests)
+        return raws, digests, nbytes
+
+    def _remember(self, name: str, items: Sequence[Any], raws: list[msgspec.Raw], digests: bytes) -> _Seen:
+        seen = _Seen(list(items), raws, digests)  # a copy: the caller's list may change later
+        first, last = id(items[0]), id(items[-1])
+        self._seen[(name, first, last)] = seen
+        self._seen[(name, -1, last)] = seen
+        self._seen[(name, 0, first)] = seen
+        self.cached_bytes += len(items) * (3 * 8 + _DIGEST)
+        return seen
+
+    def _lookup(self, items: Sequence[Any]) -> tuple[list[msgspec.Raw], bytes]:
+        get = self._pieces.get
+        raws: list[msgspec.Raw] = []
+        digests: list[bytes] = []
+        for x in items:
+            piece = get(id(x))
+            if piece is None:
+                data = _JSON.encode(x)
+                piece = (x, msgspec.Raw(data), hashlib.blake2b(data, digest_size=_DIGEST).digest())
+                self._pieces[id(x)] = piece
+                self.cached_bytes += len(data)
+                self.encoded += 1
+                self.encoded_bytes += len(data)
+            raws.append(piece[1])
+            digests.append(piece[2])
+        return raws, b"".join(digests)
+
+
 class _Conn:
     """One accepted, authenticated connection and its writer task."""
 
@@ -109,7 +296,7 @@ class _Conn:
     def __init__(self, writer: asyncio.StreamWriter, peer: str) -> None:
         self.writer = writer
         self.peer = peer
-        self.pending: bytes | None = None  # the latest snapshot not yet written
+        self.pending: tuple[PreparedSnapshot, str] | None = None  # the latest snapshot not yet written
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
 
@@ -177,7 +364,8 @@ class DiscoveryServer:
 
     def __init__(self, compute: Callable[[model.Node], model.ProxyConfig], token: str,
                  debounce: float = 0.1, max_debounce: float = 1.0, *,
-                 on_ack: Callable[[AckEvent], None] | None = None, forget_after: float = 300.0) -> None:
+                 on_ack: Callable[[AckEvent], None] | None = None, forget_after: float = 300.0,
+                 encode_cache_bytes: int = ENCODE_CACHE_BYTES) -> None:
         if not token:
             raise ValueError("the discovery server needs a non-empty token")
         self.compute = compute
@@ -186,6 +374,9 @@ class DiscoveryServer:
         self.max_debounce = max(max_debounce, debounce)
         self.on_ack = on_ack
         self.forget_after = forget_after
+        self.encode_cache_bytes = encode_cache_bytes
+        # one per push, also used by the connections that arrive until the next push
+        self._encoder = SnapshotEncoder(encode_cache_bytes)
         self._records: dict[str, _Record] = {}
         self._server: asyncio.base_events.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -312,6 +503,8 @@ class DiscoveryServer:
     async def _push(self, requested: float, reasons: list[str]) -> None:
         started = time.monotonic()
         version = self._mint()
+        # a new configuration has new objects: start a new encoder, and let the old one go
+        self._encoder = enc = SnapshotEncoder(self.encode_cache_bytes)
         sent = errors = 0
         records = [r for r in self._records.values() if r.conn is not None]
         mark = time.monotonic()
@@ -320,7 +513,7 @@ class DiscoveryServer:
                 out = self._compute_one(rec)
                 if out is None:
                     errors += 1
-                elif out[2] != rec.hash:
+                elif out[1].hash != rec.hash:
                     self._send(rec, *out, version=version, requested=requested)
                     sent += 1
             if time.monotonic() - mark > SLICE:
@@ -330,6 +523,7 @@ class DiscoveryServer:
         self.last_push = {
             "version": version, "reasons": [r for r in reasons if r], "proxies": len(records),
             "sent": sent, "compute_errors": errors, "seconds": round(time.monotonic() - started, 6),
+            "encoded_elements": enc.encoded, "encoded_bytes": enc.encoded_bytes,
         }
         log.info("push %s (%s): %d proxies, %d changed, %d compute errors", version,
                  ", ".join(r for r in reasons if r) or "-", len(records), sent, errors)
@@ -343,36 +537,32 @@ class DiscoveryServer:
         self.version = f"{stamp}.{int(now * 1000) % 1000:03d}Z/{self._seq}"
         return self.version
 
-    def _compute_one(self, rec: _Record) -> tuple[model.ProxyConfig, bytes, str] | None:
-        """(config, encoded config without its version, content hash), or None if compute
-        failed (logged; the proxy keeps what it has)."""
+    def _compute_one(self, rec: _Record) -> tuple[model.ProxyConfig, PreparedSnapshot] | None:
+        """(config, the snapshot prepared for the wire, with its content hash), or None if
+        compute failed (logged; the proxy keeps what it has)."""
         self.computes += 1
         try:
             cfg = self.compute(rec.node)
             if not isinstance(cfg, model.ProxyConfig):
                 raise TypeError(f"compute returned {type(cfg).__name__}, not a ProxyConfig")
-            blank = copy.copy(cfg)  # shallow: no validation again, compute's object untouched
-            blank.version = ""
-            body = msgspec.json.encode(blank)
+            prepared = self._encoder.prepare(cfg)
         except Exception as e:
             self.compute_errors += 1
             rec.compute_error = f"{type(e).__name__}: {e}"
             log.exception("computing the snapshot of %s failed; it keeps its previous one", rec.id)
             return None
         rec.compute_error = None
-        return cfg, body, hashlib.blake2b(body, digest_size=16).hexdigest()
+        return cfg, prepared
 
-    def _send(self, rec: _Record, cfg: model.ProxyConfig, body: bytes, digest: str, *, version: str,
+    def _send(self, rec: _Record, cfg: model.ProxyConfig, prepared: PreparedSnapshot, *, version: str,
               requested: float) -> None:
         conn = rec.conn
         assert conn is not None
-        # the config is encoded once (for the hash) and spliced into the message
-        conn.pending = frame(b'{"type":"snapshot","version":' + msgspec.json.encode(version)
-                             + b',"hash":"' + digest.encode() + b'","config":' + body + b"}")
+        conn.pending = (prepared, version)  # encoded by the writer when it takes it
         conn.wake.set()
         stored = copy.copy(cfg)
         stored.version = version
-        rec.cfg, rec.hash, rec.sent_version = stored, digest, version
+        rec.cfg, rec.hash, rec.sent_version = stored, prepared.hash, version
         rec.sent_at, rec.sent_mono, rec.requested_mono = time.time(), time.monotonic(), requested
         rec.nack = rec.nack_version = None
         self.snapshots_sent += 1
@@ -477,7 +667,8 @@ class DiscoveryServer:
         if out is None:
             self._changed()
             return
-        cfg, body, digest = out
+        cfg, prepared = out
+        digest = prepared.hash
         if held_hash is not None and held_hash == digest:
             stored = copy.copy(cfg)
             stored.version = held_version
@@ -491,19 +682,25 @@ class DiscoveryServer:
             version = rec.sent_version  # the content this proxy was already sent: same name
         else:
             version = self._mint()
-        self._send(rec, cfg, body, digest, version=version, requested=now)
+        self._send(rec, cfg, prepared, version=version, requested=now)
 
     async def _write_loop(self, conn: _Conn) -> None:
         try:
             while True:
                 await conn.wake.wait()
                 conn.wake.clear()
-                msg, conn.pending = conn.pending, None
-                if msg is not None:
+                pending, conn.pending = conn.pending, None
+                if pending is not None:
+                    msg = pending[0].message(pending[1])
+                    del pending  # the pieces may go once the message is made
                     conn.writer.write(msg)
+                    del msg
                     await conn.writer.drain()
         except ConnectionError:
             conn.writer.close()  # the reader sees the end and cleans up
+        except Exception:  # pragma: no cover - a bug; the proxy reconnects and gets a fresh snapshot
+            log.exception("writing to %s failed; closing the connection", conn.peer)
+            conn.writer.close()
 
     def _on_ack(self, rec: _Record, version: str) -> None:
         rec.acked_version, rec.acked_at, rec.last_response = version, time.time(), "ack"
