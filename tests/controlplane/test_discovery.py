@@ -530,3 +530,46 @@ def test_pushes_are_debounced(upstreams, cleanup):
     assert 2 <= pushes_during <= 3, pushes_during
     assert cp.server.pushes - 1 <= pushes_during + 1
     c.close()
+
+
+def test_snapshot_encoder_bytes_equal_plain_encoding():
+    """Shared elements are encoded once, yet each message is byte for byte the plain encoding,
+    and the content hash follows content only."""
+    import copy as _copy
+    import json as _json
+    import random as _random
+
+    import msgspec
+
+    from pilotfish.controlplane.discovery import SnapshotEncoder
+    from pilotfish.proxy import model
+
+    def cluster(i: int) -> model.Cluster:
+        return model.Cluster(name=f"outbound|80||svc{i}.ns.svc.cluster.local", type="STATIC")
+
+    shared = [cluster(i) for i in range(40)]
+    rng = _random.Random(7)
+    enc = SnapshotEncoder()
+    hashes: dict[str, str] = {}
+    for trial in range(60):
+        own = [model.Cluster(name=f"inbound|{8000 + trial}||", type="STATIC")]
+        clusters = list(shared)
+        at = rng.randrange(len(clusters) + 1)
+        clusters[at:at] = own
+        if trial % 7 == 0:
+            del clusters[rng.randrange(len(clusters))]
+        cfg = model.ProxyConfig(version="v", clusters=clusters,
+                                endpoints=[model.ClusterEndpoints(cluster=c.name) for c in clusters[:3]])
+        prepared = enc.prepare(cfg)
+        msg = bytes(prepared.message("42"))
+        body = _json.loads(msg[4:])
+        plain = _copy.copy(cfg)
+        plain.version = ""
+        assert msg.endswith(b'"config":' + msgspec.json.encode(plain) + b"}")  # the very bytes
+        assert body["version"] == "42" and body["hash"] == prepared.hash
+        # the same content (fresh objects) gives the same hash; different content another
+        again = SnapshotEncoder().prepare(msgspec.convert(msgspec.to_builtins(cfg), model.ProxyConfig))
+        assert again.hash == prepared.hash
+        key = msgspec.json.encode(plain).decode()
+        assert hashes.setdefault(key, prepared.hash) == prepared.hash
+    assert len(set(hashes.values())) == len(hashes)
