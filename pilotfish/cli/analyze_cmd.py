@@ -2,6 +2,7 @@
 
     pilotfish analyze -f bookinfo/ -f my-rules.yaml
     pilotfish analyze -A -o json --failure-threshold Warning samples/
+    pilotfish analyze                      # the running mesh (pilotfish up), via its control plane
 
 Exit codes follow ``istioctl analyze``: 79 when a message at or above ``--failure-threshold``
 was found, 65 when an input could not be read or parsed, 64 for a usage error, else 0.
@@ -118,6 +119,70 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also print which analyzers ran or were skipped",
     )
+    from pilotfish.cli.client import add_client_arguments
+
+    add_client_arguments(parser)  # without files: the running mesh, through the control plane's API
+
+
+# -- the running mesh ------------------------------------------------------------------------
+
+
+def analyze_live(args: argparse.Namespace, names, suppress, failure, shown, out, err) -> int:
+    """Without files: analyze the running mesh's configuration (the control plane's
+    ``GET /api/v1/analyze``, which sees its Pods, Services and everything applied)."""
+    import fnmatch
+
+    from pilotfish.analyze import Level
+    from pilotfish.cli.client import ApiError, Client
+
+    if names or args.mesh_config:
+        print("Error: --analyzer and --meshConfigFile need files (-f): the running mesh is analyzed "
+              "with every default analyzer and its own mesh config", file=err)
+        return EXIT_USAGE
+    namespace = args.namespace or "default"
+    try:
+        res = Client.from_args(args).analyze(None if args.all_namespaces else namespace)
+    except ApiError as e:
+        if e.status == 0:  # no mesh to analyze: a usage error, as before there was a live mode
+            print(f"Error: nothing to analyze: give files or directories (-f FILE|DIR), or run a mesh "
+                  f"(pilotfish up) to analyze it ({e.message})", file=err)
+            return EXIT_USAGE
+        print(f"Error: {e.message}", file=err)
+        return EXIT_DATA
+    msgs = []
+    for m in res.get("messages") or []:
+        origin = str(m.get("origin") or "")
+        if any(code == m.get("code") and fnmatch.fnmatchcase(origin, pat) for code, pat in suppress):
+            continue
+        msgs.append(m)
+    printed = [m for m in msgs if Level.parse(str(m.get("level"))).at_least(shown)]
+    plain = [{k: v for k, v in m.items() if k != "text"} for m in printed]
+    fmt = "log" if args.output == "text" else args.output
+    if fmt == "json":
+        text = json.dumps(plain, indent="\t", ensure_ascii=False)
+        print(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"), file=out)
+    elif fmt == "yaml":
+        import yaml
+
+        out.write(yaml.safe_dump(plain, sort_keys=True, default_flow_style=False, allow_unicode=True))
+    elif printed:
+        color = _use_color(args.color, out)
+        lines = []
+        for m in printed:
+            line = str(m.get("text") or m.get("message"))
+            level = str(m.get("level"))
+            if color and level in COLORS and line.startswith(level):
+                line = f"{COLORS[level]}{level}\033[0m{line[len(level):]}"
+            lines.append(line)
+        print("\n".join(lines), file=out)
+    target = "all namespaces" if args.all_namespaces else f"namespace: {namespace}"
+    if not printed:
+        print(f"\u2714 No validation issues found when analyzing {target}.", file=err)
+    if any(Level.parse(str(m.get("level"))).at_least(failure) for m in msgs):
+        print(f"Error: Analyzers found issues when analyzing {target}.", file=err)
+        print(f"See {DOCS} for more information about causes and resolutions.", file=err)
+        return EXIT_ISSUES
+    return EXIT_OK
 
 
 # -- inputs ----------------------------------------------------------------------------------
@@ -281,12 +346,7 @@ def run(args: argparse.Namespace, out=None, err=None) -> int:
         return EXIT_USAGE
     paths = list(args.filename) + list(args.files)
     if not paths:
-        print(
-            "Error: nothing to analyze: give files or directories (-f FILE|DIR); "
-            "analyzing a running mesh is not available yet",
-            file=err,
-        )
-        return EXIT_USAGE
+        return analyze_live(args, names, suppress, failure, shown, out, err)
     try:
         files = gather_files(paths, args.recursive, err)
     except FileNotFoundError as e:

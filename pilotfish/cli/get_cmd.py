@@ -114,6 +114,56 @@ def _selector(sel: Any) -> str:
 
 
 Column = tuple[str, Callable[[dict[str, Any]], str], bool]  # (header, getter, wide only)
+#: where AGE goes when a kind's columns place it (kubectl puts it before IP for pods); other
+#: kinds get it after their columns
+AGE_COLUMN: Column = ("AGE", lambda o: "", False)
+
+
+def _int(x: Any) -> int:
+    return x if isinstance(x, int) and not isinstance(x, bool) else 0
+
+
+def _container_statuses(o: dict[str, Any]) -> list[dict[str, Any]]:
+    return [_d(c) for c in _l(_d(o.get("status")).get("containerStatuses"))]
+
+
+def _pod_ready(o: dict[str, Any]) -> str:
+    total = len(_l(_spec(o).get("containers")))
+    ready = sum(1 for c in _container_statuses(o) if c.get("ready") is True)
+    return f"{ready}/{total}"
+
+
+def pod_status_reason(o: dict[str, Any]) -> str:
+    """kubectl's STATUS column: Terminating, a container's waiting or terminated reason
+    (CrashLoopBackOff, ContainerCreating, Error...), else the phase."""
+    md = _d(o.get("metadata"))
+    status = _d(o.get("status"))
+    if md.get("deletionTimestamp"):
+        return "Terminating"
+    reason = str(status.get("reason") or status.get("phase") or "Pending")
+    for c in _container_statuses(o):
+        state = _d(c.get("state"))
+        waiting = _d(state.get("waiting"))
+        terminated = _d(state.get("terminated"))
+        if waiting.get("reason"):
+            reason = str(waiting["reason"])
+        elif terminated:
+            reason = str(terminated.get("reason") or (
+                f"Signal:{terminated['signal']}" if terminated.get("signal") else
+                f"ExitCode:{terminated.get('exitCode', '?')}"))
+    return reason
+
+
+def _pod_restarts(o: dict[str, Any], now: dt.datetime | None = None) -> str:
+    total = sum(_int(c.get("restartCount")) for c in _container_statuses(o))
+    last = ""
+    for c in _container_statuses(o):
+        fin = _d(_d(c.get("lastState")).get("terminated")).get("finishedAt")
+        if isinstance(fin, str) and fin > last:
+            last = fin
+    if total and last:
+        return f"{total} ({age(last, now)} ago)"
+    return str(total)
 
 
 def _spec(o: dict[str, Any]) -> dict[str, Any]:
@@ -155,14 +205,23 @@ COLUMNS: dict[str, list[Column]] = {
         ("SELECTOR", lambda o: _selector(_spec(o).get("selector")), True),
     ],
     "Deployment": [
-        ("REPLICAS", lambda o: str(_spec(o).get("replicas", 1)), False),
+        ("READY", lambda o: f"{_int(_d(o.get('status')).get('readyReplicas'))}/{_spec(o).get('replicas', 1)}", False),
+        ("UP-TO-DATE", lambda o: str(_int(_d(o.get("status")).get("updatedReplicas"))), False),
+        ("AVAILABLE", lambda o: str(_int(_d(o.get("status")).get("availableReplicas"))), False),
+        AGE_COLUMN,
         ("CONTAINERS", lambda o: _join([_d(c).get("name") for c in _l(_pod_template(o).get("containers"))]), True),
         ("IMAGES", lambda o: _join([_d(c).get("image") for c in _l(_pod_template(o).get("containers"))]), True),
         ("SELECTOR", lambda o: _selector(_spec(o).get("selector")), True),
     ],
     "Pod": [
-        ("STATUS", lambda o: str(_d(o.get("status")).get("phase") or "<unknown>"), False),
-        ("IP", lambda o: str(_d(o.get("status")).get("podIP") or "<none>"), True),
+        ("READY", lambda o: _pod_ready(o), False),
+        ("STATUS", lambda o: pod_status_reason(o), False),
+        ("RESTARTS", lambda o: _pod_restarts(o), False),
+        AGE_COLUMN,
+        ("IP", lambda o: str(_d(o.get("status")).get("podIP") or "<none>"), False),
+        ("NODE", lambda o: str(_spec(o).get("nodeName") or "<none>"), True),
+        ("NOMINATED NODE", lambda o: "<none>", True),
+        ("READINESS GATES", lambda o: "<none>", True),
     ],
     "Namespace": [("STATUS", lambda o: str(_d(o.get("status")).get("phase") or "Active"), False)],
     "ConfigMap": [("DATA", lambda o: str(len(_d(o.get("data"))) + len(_d(o.get("binaryData")))), False)],
@@ -185,15 +244,16 @@ def render_table(
     now: dt.datetime | None = None,
 ) -> str:
     cols = [c for c in COLUMNS.get(kind, []) if wide or not c[2]]
-    head = (["NAMESPACE"] if all_namespaces else []) + ["NAME"] + [c[0] for c in cols] + ["AGE"]
+    if not any(c is AGE_COLUMN for c in cols):
+        cols.append(AGE_COLUMN)
+    head = (["NAMESPACE"] if all_namespaces else []) + ["NAME"] + [c[0] for c in cols]
     if wide:
         head.append("SOURCE")
     rows = []
     for i, o in enumerate(items):
         md = _d(o.get("metadata"))
         row = ([str(md.get("namespace") or "")] if all_namespaces else []) + [prefix + str(md.get("name", ""))]
-        row += [c[1](o) for c in cols]
-        row.append(age(md.get("creationTimestamp"), now))
+        row += [age(md.get("creationTimestamp"), now) if c is AGE_COLUMN else c[1](o) for c in cols]
         if wide:
             row.append((sources[i] if sources and i < len(sources) else None) or "<none>")
         rows.append(row)

@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "proxy-status": ("pilotfish.cli.status_cmd", "show whether each proxy has its latest configuration"),
     "proxy-config": ("pilotfish.cli.status_cmd", "show the configuration sent to one proxy"),
     "explain": ("pilotfish.cli.explain_cmd", "explain how one proxy handles one request"),
+    "up": ("pilotfish.cli.up_cmd", "run the mesh on this machine: control plane, pods, ingress gateway"),
+    "down": ("pilotfish.cli.up_cmd", "stop the mesh started by `up`, leaving nothing behind"),
+    "demo": ("pilotfish.cli.up_cmd", "run the mesh with the bookinfo sample and its gateway"),
+    "logs": ("pilotfish.cli.pods_cmd", "print a pod's container output (the sidecar's: -c istio-proxy)"),
 }
 
 
