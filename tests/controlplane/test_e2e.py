@@ -301,7 +301,8 @@ def test_killing_the_control_plane_leaves_traffic_flowing(mesh):
     assert code == 1 and "cannot reach the control plane" in err
     # back: the config survived, the proxy reconnects, and changes flow again
     mesh.start_controlplane()
-    mesh.wait(lambda: mesh.status().get("connected") is True, "the proxy to reconnect")
+    # the proxy's reconnect backoff grows to 5 s while the control plane is away: allow for it
+    mesh.wait(lambda: mesh.status().get("connected") is True, "the proxy to reconnect", timeout=30)
     mesh.set_split(0, 100)
     assert "configured" in mesh.cli("apply", "-f", str(mesh.tmp / "vs.yaml"))[1]
-    mesh.wait(lambda: mesh.get()[1] == "v2", "traffic on v2 after the restart")
+    mesh.wait(lambda: mesh.get()[1] == "v2", "traffic on v2 after the restart", timeout=30)
