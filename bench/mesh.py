@@ -1,6 +1,6 @@
 """Figures for the mesh on one machine (not a test; run it as root from the repository root):
 
-    .venv/bin/python tests/e2e/measure_mesh.py [--requests 1000]
+    .venv/bin/python bench/mesh.py [--requests 1000]
 
 1. the time from ``pilotfish up -d --demo`` to bookinfo's /productpage answering 200 through
    the gateway (as ``pilotfish demo`` does it: up, apply bookinfo, its gateway and destination
