@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BOOKINFO = ROOT / "samples" / "bookinfo" / "platform" / "bookinfo.yaml"
 
 
