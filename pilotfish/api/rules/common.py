@@ -35,8 +35,11 @@ def check_percentage(ctx: Ctx, path: FieldPath, value: float) -> None:
         ctx.error(path, f"percentage {value:g} is neither 0.0, nor in range [0.0001, 100.0]")
 
 
-def check_workload_selector(ctx: Ctx, path: FieldPath, labels: dict[str, str] | None, present: bool) -> None:
-    """Selector labels: no empty key, no wildcard; an empty selector is a warning."""
+def check_workload_selector(ctx: Ctx, path: FieldPath, labels: dict[str, str] | None, present: bool,
+                            empty_warning: str = "workload selector specified without labels",
+                            empty_path: FieldPath | None = None) -> None:
+    """Selector labels: no empty key, no wildcard; an empty selector is a warning (Istio's
+    text differs by kind: ``empty_warning``, reported at ``empty_path`` or ``path``)."""
     if not present:
         return
     labels = labels or {}
@@ -46,7 +49,7 @@ def check_workload_selector(ctx: Ctx, path: FieldPath, labels: dict[str, str] | 
         if "*" in k or "*" in v:
             ctx.error(path.k(k), f'wildcard is not supported in selector: "{k}={v}"')
     if not labels:
-        ctx.warn(path, "workload selector specified without labels")
+        ctx.warn(empty_path or path, empty_warning)
 
 
 _ALLOWED_TARGETS = {("", "Service"), ("networking.istio.io", "ServiceEntry"), ("gateway.networking.k8s.io", "Gateway")}

@@ -1005,14 +1005,8 @@ _AUTO_ALLOCATE = "networking.istio.io/enable-autoallocate-ip"
 def validate_service_entry(se: n.ServiceEntry, ctx: Ctx) -> None:
     spec = se.spec
     if spec.workload_selector is not None:
-        labels = spec.workload_selector.labels
-        for k, v in labels.items():
-            if k == "":
-                ctx.error(SPEC.f("workloadSelector").f("labels"), f'empty key is not supported in selector: "{k}={v}"')
-            if "*" in k or "*" in v:
-                ctx.error(SPEC.f("workloadSelector").f("labels").k(k), f'wildcard is not supported in selector: "{k}={v}"')
-        if not labels:
-            ctx.warn(SPEC.f("workloadSelector"), "service entry: workload selector specified without labels, will be applied to all services in namespace")
+        check_workload_selector(ctx, SPEC.f("workloadSelector").f("labels"), spec.workload_selector.labels, True,
+                                "service entry: workload selector specified without labels, will be applied to all services in namespace", SPEC.f("workloadSelector"))
         if spec.endpoints:
             ctx.error(SPEC, "only one of WorkloadSelector or Endpoints is allowed in Service Entry")
     if not spec.hosts:
@@ -1193,14 +1187,8 @@ def validate_workload_group(wg: n.WorkloadGroup, ctx: Ctx) -> None:
 def validate_sidecar(sc: n.Sidecar, ctx: Ctx) -> None:
     spec = sc.spec
     if spec.workload_selector is not None:
-        labels = spec.workload_selector.labels
-        for k, v in labels.items():
-            if k == "":
-                ctx.error(SPEC.f("workloadSelector").f("labels"), f'empty key is not supported in selector: "{k}={v}"')
-            if "*" in k or "*" in v:
-                ctx.error(SPEC.f("workloadSelector").f("labels").k(k), f'wildcard is not supported in selector: "{k}={v}"')
-        if not labels:
-            ctx.warn(SPEC.f("workloadSelector"), "sidecar: workload selector specified without labels, will be applied to all services in namespace")
+        check_workload_selector(ctx, SPEC.f("workloadSelector").f("labels"), spec.workload_selector.labels, True,
+                                "sidecar: workload selector specified without labels, will be applied to all services in namespace", SPEC.f("workloadSelector"))
     if not spec.egress and not spec.ingress and spec.outbound_traffic_policy is None and spec.inbound_connection_pool is None:
         ctx.error(SPEC, "sidecar: empty configuration provided")
         return
