@@ -69,6 +69,10 @@ SIDECAR = "istio-proxy"
 SIDECAR_IMAGE = "pilotfish/proxy"  # informational, as every image here
 FAILED_POD_REPLACE_AFTER = 10.0
 FLUSH_DELAY = 0.05  # coalesce status writes
+# A pod being replaced or scaled away is first reported not ready (terminating), so that its
+# endpoint leaves every proxy's configuration, and only then stopped (Kubernetes removes a
+# terminating pod from its endpoints the same way before the kubelet kills it).
+ENDPOINT_DRAIN = 1.0
 _HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' SafeEncodeString alphabet
 
 
@@ -237,6 +241,7 @@ class PodHandle:
     created: float = field(default_factory=time.time)
     status: Any = None  # the last PodStatus
     stopping: bool = False
+    terminating: bool = False  # reported not ready while its endpoint drains away
     failed_at: float | None = None
     task: asyncio.Task | None = None
     hosts_key: Any = None
@@ -272,8 +277,10 @@ class Controller:
 
     def __init__(self, store: MeshStore, runner_factory: Callable[..., Any], *, log_root: Path,
                  node_name: str, host_ip: str, pids_file: Path | None = None,
-                 on_event: EventCallback | None = None, network: bool = True) -> None:
+                 on_event: EventCallback | None = None, network: bool = True,
+                 endpoint_drain: float = ENDPOINT_DRAIN) -> None:
         self.store = store
+        self.endpoint_drain = endpoint_drain
         self.runner_factory = runner_factory
         self.log_root = Path(log_root)
         self.node_name = node_name
@@ -529,6 +536,11 @@ class Controller:
         loop = asyncio.get_running_loop()
 
         async def go() -> None:
+            if h.ready and not self._stopping and self.endpoint_drain > 0:
+                h.terminating = True
+                self._dirty.add(h.key)
+                await self.flush()
+                await asyncio.sleep(self.endpoint_drain)
             if h.task is not None and not h.task.done():
                 h.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -609,6 +621,11 @@ class Controller:
                     doc = copy.deepcopy(h.doc)
                     if h.status is not None:
                         doc["status"] = pod_status_doc(h.status, self.host_ip, h.containers)
+                        if h.terminating:
+                            doc["metadata"]["deletionTimestamp"] = rfc3339(time.time())
+                            for cond in doc["status"]["conditions"]:
+                                if cond["type"] in ("Ready", "ContainersReady"):
+                                    cond["status"] = "False"
                     else:
                         doc["status"] = {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]}
                     upserts.append(Resource(doc))

@@ -216,7 +216,9 @@ def test_controller_runs_rolls_scales_and_deletes(tmp_path):
     async def go() -> None:
         FakeRunner.instances = []
         store = MeshStore()
-        c = Controller(store, FakeRunner, log_root=tmp_path, node_name="node1", host_ip="10.0.0.1")
+        # fake pods serve no traffic: no endpoint drain before stopping one
+        c = Controller(store, FakeRunner, log_root=tmp_path, node_name="node1", host_ip="10.0.0.1",
+                       endpoint_drain=0)
         await c.start()
         store.apply(load_text(deployment("web", replicas=2, ns_label="enabled"), "d.yaml"))
         await _settle(c)
@@ -276,7 +278,8 @@ def test_controller_writes_hosts_and_service_rules(tmp_path):
     async def go() -> None:
         FakeRunner.instances = []
         store = MeshStore(service_cidr="10.96.0.0/16")
-        c = Controller(store, FakeRunner, log_root=tmp_path, node_name="n", host_ip="10.0.0.1")
+        c = Controller(store, FakeRunner, log_root=tmp_path, node_name="n", host_ip="10.0.0.1",
+                       endpoint_drain=0)
         await c.start()
         store.apply(load_text(SVC.format(name="web") + "---\n" + deployment("web"), "d.yaml"))
         await _settle(c)
