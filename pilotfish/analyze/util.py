@@ -140,17 +140,6 @@ def host_matches(a: str, b: str) -> bool:
     return a == b
 
 
-def host_subset_of(a: str, b: str) -> bool:
-    """Istio's ``host.Name.SubsetOf``: every name ``a`` covers is covered by ``b``."""
-    if b.startswith("*"):
-        if a.startswith("*"):
-            return a[1:].endswith(b[1:])
-        return a.endswith(b[1:])
-    if a.startswith("*"):
-        return False
-    return a == b
-
-
 def names_for_namespace(hosts: Iterable[str], ns: str) -> list[str]:
     """Gateway/Sidecar ``ns/host`` entries visible from ``ns``, with the namespace removed."""
     out = []

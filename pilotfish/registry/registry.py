@@ -279,6 +279,12 @@ def _workload_port(w: Workload, sp: ServicePort) -> int | None:
         if isinstance(tp, str):
             return w.ports.get(tp)
         return tp or sp.port
+    return resolve_target_port(sp, w)
+
+
+def resolve_target_port(sp: ServicePort, pod: Workload | None) -> int | None:
+    """Where a pod serves a Service port: ``targetPort`` as a number, or the pod's container
+    port of that name (None when there is no such pod or port); no targetPort: the port."""
     tp = sp.target_port
     if tp is None or tp == 0:
         return sp.port
@@ -286,7 +292,7 @@ def _workload_port(w: Workload, sp: ServicePort) -> int | None:
         return tp
     if tp.isdigit():
         return int(tp)
-    return w.ports.get(tp)
+    return pod.ports.get(tp) if pod is not None else None
 
 
 def _k8s_service(view: ConfigView, e: Entry, index: _WorkloadIndex, suffix: str):

@@ -30,6 +30,7 @@ from pilotfish.controlplane.translate.policy import Policy, cluster_settings
 from pilotfish.controlplane.view import Entry
 from pilotfish.proxy import model
 from pilotfish.registry import Service, ServicePort, Workload
+from pilotfish.registry.registry import resolve_target_port
 
 __all__ = ["InboundPart", "inbound_part"]
 
@@ -43,19 +44,6 @@ class InboundPart:
     routes: list[model.RouteConfiguration] = field(default_factory=list)
     clusters: list[model.Cluster] = field(default_factory=list)
     endpoints: list[model.ClusterEndpoints] = field(default_factory=list)
-
-
-def _resolve_target(sp: ServicePort, pod: Workload | None) -> int | None:
-    tp = sp.target_port
-    if tp is None or tp == 0:
-        return sp.port
-    if isinstance(tp, int):
-        return tp
-    if tp.isdigit():
-        return int(tp)
-    if pod is not None:
-        return pod.ports.get(tp)
-    return None
 
 
 def _workload(cx: Context, node: model.Node) -> Workload | None:
@@ -87,7 +75,7 @@ def _build(cx: Context, node: model.Node, pod: Workload | None, sidecar: Entry |
         for sp in svc.ports:
             if sp.protocol == "UDP":
                 continue
-            tp = _resolve_target(sp, pod)
+            tp = resolve_target_port(sp, pod)
             if tp is None or not 1 <= tp <= 65535:
                 continue
             ports.setdefault(tp, (svc, sp))
