@@ -255,40 +255,6 @@ class GcClock:
         self.seconds, self.full = 0.0, 0
 
 
-class LegacyEncoder:
-    """The discovery server's encoding before the shared encoder, behind the new interface, so
-    that the same control plane can be measured both ways (``--phase controlplane-legacy``)."""
-
-    def __init__(self, *args: object, **kw: object) -> None:
-        self.encoded = self.encoded_bytes = 0
-
-    def prepare(self, cfg: model.ProxyConfig) -> LegacyEncoder.Prepared:
-        blank = copy.copy(cfg)
-        blank.version = ""
-        body = msgspec.json.encode(blank)
-        self.encoded += 1
-        self.encoded_bytes += len(body)
-        return LegacyEncoder.Prepared(body, hashlib.blake2b(body, digest_size=16).hexdigest())
-
-    class Prepared:
-        def __init__(self, body: bytes, digest: str) -> None:
-            self.body, self.hash = body, digest
-
-        def message(self, version: str) -> bytes:
-            payload = (b'{"type":"snapshot","version":' + msgspec.json.encode(version) + b',"hash":"'
-                       + self.hash.encode() + b'","config":' + self.body + b"}")
-            return len(payload).to_bytes(4, "big") + payload
-
-
-def phase_controlplane_legacy(rest: list[str]) -> int:
-    """``pilotfish controlplane`` with the old per-proxy encoding patched in."""
-    from pilotfish.cli.main import main as cli_main
-    from pilotfish.controlplane import discovery
-
-    discovery.SnapshotEncoder = LegacyEncoder  # type: ignore[misc,assignment]
-    return cli_main(["controlplane", *rest])
-
-
 def phase_push(args: argparse.Namespace) -> dict:
     """Runs in a child process: see the module docstring, 1."""
     import gc
@@ -448,20 +414,24 @@ def _weight_of(cfg: model.ProxyConfig) -> int | None:
 _RAW_WEIGHT = re.compile(rb'"name":"' + re.escape(CHANGED_HOST.encode()) + rb':8080".*?"weight":(\d+)', re.S)
 
 
-async def _client(node: model.Node, host: str, port: int, token: str, decode: bool, out) -> None:
+async def _client(node: model.Node, host: str, port: int, token: str, mode: str, out) -> None:
     import asyncio
 
     from pilotfish.proxy.discovery_client import (
         MAX_SERVER_MESSAGE,
         PROTOCOL_VERSION,
+        Resync,
         ServerMessage,
+        SnapshotAssembler,
         encode,
         read_frame,
     )
 
+    decode, delta = mode != "raw", mode != "whole"
+    assembler = SnapshotAssembler()  # the proxy's own decoding (discovery_client._apply)
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(encode({"type": "hello", "protocol": PROTOCOL_VERSION, "token": token,
-                         "node": msgspec.to_builtins(node), "version": "", "hash": None}))
+                         "node": msgspec.to_builtins(node), "version": "", "hash": None, "delta": delta}))
     while True:
         data = await read_frame(reader, MAX_SERVER_MESSAGE)
         t_recv = time.monotonic()
@@ -472,20 +442,24 @@ async def _client(node: model.Node, host: str, port: int, token: str, decode: bo
         if msg.type == "error":
             out({"id": node.id, "error": msg.error})
             return
-        if msg.type != "snapshot":
+        if msg.type not in ("snapshot", "delta"):
             continue
         if decode:
-            cfg = msgspec.json.decode(msg.config, type=model.ProxyConfig)  # the proxy's own decoding
-            cfg.version = msg.version
+            try:
+                cfg = assembler.assemble(msg)
+            except Resync as e:
+                out({"id": node.id, "resync": str(e)})
+                writer.write(encode({"type": "nack", "version": msg.version, "error": str(e), "resync": True}))
+                continue
             weight = _weight_of(cfg)
             del cfg
         else:
-            m = _RAW_WEIGHT.search(bytes(msg.config))
+            m = _RAW_WEIGHT.search(bytes(msg.new or msg.config))
             weight = int(m.group(1)) if m else None
         t_dec = time.monotonic()
         writer.write(encode({"type": "ack", "version": msg.version}))
         out({"id": node.id, "v": msg.version, "w": weight, "recv": t_recv, "dec": t_dec - t_recv,
-             "ack": time.monotonic(), "kb": len(data) / 1024})
+             "ack": time.monotonic(), "kb": len(data) / 1024, "delta": msg.type == "delta"})
 
 
 def phase_clients(args: argparse.Namespace) -> int:
@@ -504,7 +478,7 @@ def phase_clients(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     async def main() -> None:
-        await asyncio.gather(*(_client(n, host, int(port), token, args.mode == "decode", out) for n in nodes))
+        await asyncio.gather(*(_client(n, host, int(port), token, args.mode, out) for n in nodes))
 
     try:
         import uvloop
@@ -603,17 +577,14 @@ class Api:
         return json.loads(data)
 
 
-def start_controlplane(tmp: Path, legacy: bool = False) -> tuple[subprocess.Popen, Api, str, Path]:
-    name = "controlplane-legacy" if legacy else "controlplane"
+def start_controlplane(tmp: Path) -> tuple[subprocess.Popen, Api, str, Path]:
+    name = "controlplane"
     state = tmp / name
     err = tmp / f"{name}.log"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDEVMODE", "PYTHONASYNCIODEBUG",
                                                               "PYTHONTRACEMALLOC", "PILOTFISH_STATE")}
     exe = REPO / ".venv" / "bin" / "pilotfish"
-    if legacy:
-        cmd = [sys.executable, __file__, "--phase", "controlplane-legacy", "--"]
-    else:
-        cmd = [str(exe), "controlplane"] if exe.exists() else [sys.executable, "-m", "pilotfish", "controlplane"]
+    cmd = [str(exe), "controlplane"] if exe.exists() else [sys.executable, "-m", "pilotfish", "controlplane"]
     p = subprocess.Popen([*cmd, "--state-dir", str(state), "--api-address", "127.0.0.1:0",
                           "--discovery-address", "127.0.0.1:0"],
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(err, "w"),
@@ -691,12 +662,12 @@ def apply_rounds(args: argparse.Namespace, api: Api, clients: Clients, cp: subpr
     }
 
 
-def apply_runs(args: argparse.Namespace, tmp: Path, legacy: bool, modes: list[tuple[str, int]]) -> dict:
+def apply_runs(args: argparse.Namespace, tmp: Path, modes: list[tuple[str, int]]) -> dict:
     """One control plane (the current one, or with the old encoding), loaded with the mesh;
     for each client mode, connect the clients and time the applies."""
     res: dict = {}
-    cp, api, discovery, cp_log = start_controlplane(tmp, legacy)
-    label = "old encoding: " if legacy else ""
+    cp, api, discovery, cp_log = start_controlplane(tmp)
+    label = ""
     clients = None
     try:
         log(f"  {label}control plane up (discovery {discovery}); loading the "
@@ -708,13 +679,13 @@ def apply_runs(args: argparse.Namespace, tmp: Path, legacy: bool, modes: list[tu
         step = max(1, len(nodes) // args.connections)
         nodes = nodes[::step][: args.connections]
         res["connections"] = len(nodes)
-        token_file = Path(cp_log.parent / ("controlplane-legacy" if legacy else "controlplane") / "token")
+        token_file = Path(cp_log.parent / "controlplane" / "token")
         for mode, first_weight in modes:
             t = time.monotonic()
             clients = start_clients(args, tmp, nodes, discovery, mode, token_file)
             clients.wait_all(lambda a: True, 300, "every proxy's first snapshot")
             res[f"connect_{mode}_s"] = time.monotonic() - t
-            log(f"  {label}{len(nodes)} {'decoding' if mode == 'decode' else 'raw'} clients synced in "
+            log(f"  {label}{len(nodes)} {mode} clients synced in "
                 f"{res[f'connect_{mode}_s']:.2f} s")
             res[mode] = apply_rounds(args, api, clients, cp, first_weight, label + mode)
             res[f"cp_rss_{mode}_mb"] = proc_status_mb("VmRSS", cp.pid)
@@ -730,10 +701,10 @@ def apply_runs(args: argparse.Namespace, tmp: Path, legacy: bool, modes: list[tu
 
 
 def phase_apply(args: argparse.Namespace, tmp: Path) -> dict:
-    res = apply_runs(args, tmp, False, [("decode", 89), ("raw", 59)])
-    if not args.no_legacy_apply:
-        res["legacy"] = apply_runs(args, tmp, True, [("decode", 29)])
-    return res
+    modes = [("decode", 89), ("raw", 59)]
+    if not args.no_whole_apply:
+        modes.append(("whole", 29))
+    return apply_runs(args, tmp, modes)
 
 
 # --------------------------------------------------------------------------- main
@@ -757,18 +728,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--legacy-all", action="store_true", help="also time the old encoding for every proxy (slow)")
     ap.add_argument("--apply-unscoped", action="store_true", help="apply -> ACK on the unscoped mesh (slow)")
     ap.add_argument("--skip-apply", action="store_true", help="only the full-push measurements")
-    ap.add_argument("--no-legacy-apply", action="store_true",
-                    help="skip apply -> ACK against a control plane with the old encoding")
+    ap.add_argument("--no-whole-apply", action="store_true",
+                    help="skip apply -> ACK with clients that take whole snapshots instead of deltas")
     ap.add_argument("--quiet-wait", type=float, help="seconds, in all, to wait for other processes to go quiet "
                                                      "before measurements (default 120; --quick 0)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, state)")
     # internal: the child processes
-    ap.add_argument("--phase", choices=["push", "clients", "controlplane-legacy"], help=argparse.SUPPRESS)
+    ap.add_argument("--phase", choices=["push", "clients"], help=argparse.SUPPRESS)
     ap.add_argument("--scoped", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--nodes", help=argparse.SUPPRESS)
     ap.add_argument("--discovery", help=argparse.SUPPRESS)
     ap.add_argument("--token-file", help=argparse.SUPPRESS)
-    ap.add_argument("--mode", choices=["decode", "raw"], help=argparse.SUPPRESS)
+    ap.add_argument("--mode", choices=["decode", "raw", "whole"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     q = args.quick
     args.services = args.services or (100 if q else 1000)
@@ -783,8 +754,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:2] == ["--phase", "controlplane-legacy"]:
-        return phase_controlplane_legacy(argv[3:] if argv[2:3] == ["--"] else argv[2:])
     args = parse_args(argv)
     if args.phase == "push":
         print(json.dumps(phase_push(args)))
@@ -883,11 +852,13 @@ def summarize(args: argparse.Namespace, un: dict, sc: dict, ap: dict | None) -> 
                         "api_answer_to_ack_raw_p99_s": r4(r["after_api_p99"]),
                         "cp_cpu_s_per_apply_raw": r4(r["cp_cpu_per_apply"])})
             others.append(r["others_cpu"])
-        if "legacy" in ap:
-            g = ap["legacy"]["decode"]
-            out.update({"apply_to_ack_legacy_p50_s": r4(g["p50"]), "apply_to_ack_legacy_p99_s": r4(g["p99"]),
-                        "cp_cpu_s_per_apply_legacy": r4(g["cp_cpu_per_apply"]),
-                        "cp_rss_legacy_mb": round(ap["legacy"]["cp_rss_decode_mb"], 1)})
+        if "whole" in ap:
+            g = ap["whole"]
+            out.update({"apply_to_ack_whole_p50_s": r4(g["p50"]), "apply_to_ack_whole_p99_s": r4(g["p99"]),
+                        "cp_cpu_s_per_apply_whole": r4(g["cp_cpu_per_apply"]),
+                        "clients_cpu_s_per_apply_whole": r4(g["clients_cpu_per_apply"]),
+                        "client_decode_ms_mean_whole": r4(g["decode_ms_mean"]),
+                        "apply_snapshot_kb_whole": round(g["snapshot_kb"], 1)})
             others.append(g["others_cpu"])
         others.append(d["others_cpu"])
     out["others_cpu_max"] = round(max(others), 2)
@@ -929,10 +900,10 @@ def print_report(args: argparse.Namespace, o: dict, un: dict, sc: dict, ap: dict
     if ap:
         d = ap["decode"]
         print(f"\nApply -> every proxy ACKed: {ap['connections']} connections, {args.applies} applies, "
-              f"{o['apply_mesh']} mesh ({d['snapshot_kb']:.0f} KB snapshots), "
+              f"{o['apply_mesh']} mesh ({d['snapshot_kb']:.0f} KB per delta message), "
               f"clients in {args.client_procs} processes at nice {args.client_nice}")
         row("", "p50 (s)", "p99 (s)", "max (s)")
-        row("clients decode into ProxyConfig", f"{d['p50']:.3f}", f"{d['p99']:.3f}", f"{d['max']:.3f}")
+        row("deltas, clients assemble a ProxyConfig", f"{d['p50']:.3f}", f"{d['p99']:.3f}", f"{d['max']:.3f}")
         row("  last snapshot received", f"{d['last_recv_p50']:.3f}", f"{d['last_recv_p99']:.3f}")
         row("  first ACK", f"{d['first_ack_p50']:.3f}")
         row("  the apply request itself", f"{d['api_p50']:.3f}", "", f"{d['api_max']:.3f}")
@@ -941,13 +912,15 @@ def print_report(args: argparse.Namespace, o: dict, un: dict, sc: dict, ap: dict
             r = ap["raw"]
             row("clients ACK without decoding", f"{r['p50']:.3f}", f"{r['p99']:.3f}", f"{r['max']:.3f}")
             row("  from the API's answer", f"{r['after_api_p50']:.3f}", f"{r['after_api_p99']:.3f}")
-        if "legacy" in ap:
-            g = ap["legacy"]["decode"]
-            row("old encoding, clients decode", f"{g['p50']:.3f}", f"{g['p99']:.3f}", f"{g['max']:.3f}")
-        print(f"  per apply: control plane CPU {d['cp_cpu_per_apply']:.2f} s"
-              + (f" (old encoding {ap['legacy']['decode']['cp_cpu_per_apply']:.2f} s)" if "legacy" in ap else "")
-              + f", clients CPU {d['clients_cpu_per_apply']:.2f} s ({d['decode_ms_mean']:.1f} ms per decode); "
-              f"control plane RSS {ap['cp_rss_decode_mb']:.0f} MiB")
+        if "whole" in ap:
+            g = ap["whole"]
+            row(f"whole snapshots ({g['snapshot_kb']:.0f} KB), clients decode", f"{g['p50']:.3f}", f"{g['p99']:.3f}",
+                f"{g['max']:.3f}")
+        print(f"  per apply: control plane CPU {d['cp_cpu_per_apply']:.2f} s, clients CPU "
+              f"{d['clients_cpu_per_apply']:.2f} s ({d['decode_ms_mean']:.1f} ms per assembly)"
+              + (f"; with whole snapshots {ap['whole']['clients_cpu_per_apply']:.2f} s "
+                 f"({ap['whole']['decode_ms_mean']:.1f} ms per decode)" if "whole" in ap else "")
+              + f"; control plane RSS {ap['cp_rss_decode_mb']:.0f} MiB")
     if o["others_cpu_max"] > 0.1:
         print(f"WARNING: other processes used up to {o['others_cpu_max']:.2f} CPU during the measurements")
     t = [f"full push {o['full_push_s']:.2f} s (target < 5)", f"RSS {o['rss_mb']:.0f} MiB (target < 1024)"]

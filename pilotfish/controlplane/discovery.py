@@ -3,8 +3,10 @@
 The model is go-control-plane's snapshot cache reduced to what we need: one function,
 ``compute(node) -> ProxyConfig``, says what a proxy should run; the server remembers what it
 sent to each proxy (the config, its version and a content hash) and what the proxy answered,
-and sends a proxy a new snapshot only when the content changed. Always the whole snapshot
-(state of the world), never a delta.
+and sends a proxy a new snapshot only when the content changed. Every version is the whole
+configuration (state of the world); to a proxy that says it takes deltas, a version after
+its first is sent as a delta message carrying only the elements (clusters, route tables...)
+that the previous message on the connection did not have (see ``SnapshotAssembler``).
 
 - A new connection says ``hello`` with a bootstrap token (compared in constant time), its node
   and the version and hash it holds; it gets ``welcome`` and, unless it already holds the same
@@ -30,6 +32,7 @@ Wire format and the proxy's side: ``pilotfish/proxy/discovery_client.py`` and
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import hashlib
 import hmac
@@ -47,10 +50,13 @@ import msgspec
 
 from pilotfish.proxy import model
 from pilotfish.proxy.discovery_client import (
+    DIGEST_SIZE,
+    LISTS,
     MAX_CLIENT_MESSAGE,
     PROTOCOL_VERSION,
     ClientMessage,
     ProtocolError,
+    content_hash,
     encode,
     read_frame,
     set_keepalive,
@@ -111,10 +117,8 @@ class AckEvent(msgspec.Struct, kw_only=True):
 
 # --------------------------------------------------------------------------- encoding
 
-_LISTS = ("listeners", "routes", "clusters", "endpoints", "secrets")  # ProxyConfig's element lists
 _SMALL = 16  # shorter lists are looked up element by element
 _JSON = msgspec.json.Encoder()
-_DIGEST = 16  # bytes of each element's BLAKE2b digest
 
 
 class _Seen:
@@ -129,23 +133,60 @@ class _Seen:
 
 
 class PreparedSnapshot:
-    """A snapshot ready to send: its content ``hash`` and, on demand, the framed message."""
+    """A snapshot ready to send: its content ``hash`` and, on demand, the framed message, whole
+    or as a delta against a snapshot the proxy received before."""
 
-    __slots__ = ("hash", "size", "_wire")
+    __slots__ = ("hash", "size", "digests", "_wire", "_head", "_b64")
 
-    def __init__(self, wire: model.ProxyConfig, digest: str, size: int) -> None:
+    def __init__(self, wire: model.ProxyConfig, head: model.ProxyConfig, digests: dict[str, bytes],
+                 digest: str, size: int) -> None:
         self.hash = digest
         self.size = size  # a little more than the message's size
+        self.digests = digests  # list name -> its elements' digests, concatenated (non-empty lists)
         self._wire = wire  # the config with version "" and lists of msgspec.Raw pieces
+        self._head = head  # the config with version "" and empty lists
+        self._b64: dict[str, str] | None = None
 
-    def message(self, version: str) -> bytearray:
+    def _digests_b64(self) -> dict[str, str]:
+        if self._b64 is None:
+            self._b64 = {name: base64.b64encode(d).decode() for name, d in self.digests.items()}
+        return self._b64
+
+    def message(self, version: str, *, digests: bool = False) -> bytearray:
         """The framed ``snapshot`` message: the same bytes as encoding the ProxyConfig (with
-        ``version`` "") inside ``{"type": "snapshot", "version", "hash", "config"}``."""
-        buf = bytearray(self.size + len(version))  # allocated once; encode_into trims it
-        _JSON.encode_into({"type": "snapshot", "version": version, "hash": self.hash, "config": self._wire},
-                          buf, 4)
-        buf[:4] = (len(buf) - 4).to_bytes(4, "big")
-        return buf
+        ``version`` "") inside ``{"type": "snapshot", "version", "hash", "config"}``, plus the
+        elements' ``digests`` for a proxy that takes deltas."""
+        msg: dict[str, Any] = {"type": "snapshot", "version": version, "hash": self.hash, "config": self._wire}
+        if digests:
+            msg["digests"] = self._digests_b64()
+        return _frame(msg, self.size + len(version) + (sum(map(len, self.digests.values())) * 3 // 2 if digests else 0))
+
+    def delta_message(self, version: str, base_hash: str, base: dict[str, bytes]) -> bytearray:
+        """The framed ``delta`` message against ``base`` (the digests of the snapshot the proxy
+        received last, whose hash is ``base_hash``): the config without its lists, every list's
+        digests in order, and only the elements whose digest is not in the base's same list."""
+        new: dict[str, list[msgspec.Raw]] = {}
+        size = 256
+        for name, ds in self.digests.items():
+            old = base.get(name, b"")
+            size += len(ds) * 3 // 2
+            if ds == old:
+                continue
+            have = {old[i:i + DIGEST_SIZE] for i in range(0, len(old), DIGEST_SIZE)}
+            raws = getattr(self._wire, name)
+            items = [raws[k] for k in range(len(raws)) if ds[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE] not in have]
+            if items:
+                new[name] = items
+                size += sum(map(len, items)) + len(items)
+        return _frame({"type": "delta", "version": version, "hash": self.hash, "base": base_hash,
+                       "config": self._head, "digests": self._digests_b64(), "new": new}, size)
+
+
+def _frame(msg: dict[str, Any], size_hint: int) -> bytearray:
+    buf = bytearray(size_hint + 4)  # allocated once; encode_into trims it
+    _JSON.encode_into(msg, buf, 4)
+    buf[:4] = (len(buf) - 4).to_bytes(4, "big")
+    return buf
 
 
 class SnapshotEncoder:
@@ -198,7 +239,7 @@ class SnapshotEncoder:
         wire = copy.copy(head)
         lists: list[tuple[str, int, bytes]] = []
         size = 128  # the envelope
-        for name in _LISTS:
+        for name in LISTS:
             items = getattr(cfg, name)
             if not items:
                 continue
@@ -208,14 +249,11 @@ class SnapshotEncoder:
             lists.append((name, len(items), digests))
             size += nbytes + len(items) + len(name) + 8
         encoded_head = _JSON.encode(head)
-        h = hashlib.blake2b(encoded_head, digest_size=16)
-        for name, n, digests in lists:
-            h.update(f"\n{name} {n}\n".encode())
-            h.update(digests)
         self.prepared += 1
         if self.cached_bytes > self.max_bytes:
             self.clear()
-        return PreparedSnapshot(wire, h.hexdigest(), size + len(encoded_head))
+        return PreparedSnapshot(wire, head, {name: d for name, _, d in lists}, content_hash(encoded_head, lists),
+                                size + len(encoded_head))
 
     def _list(self, name: str, items: Sequence[Any]) -> tuple[list[msgspec.Raw], bytes, int]:
         """The pieces of ``items``, their digests (concatenated) and their total size."""
@@ -254,7 +292,7 @@ class SnapshotEncoder:
         tail = min(tail, min(n, m) - start)
         mid_raws, mid_digests = self._lookup(items[start:n - tail])
         raws = seen.raws[:start] + mid_raws + seen.raws[m - tail:]
-        digests = seen.digests[:start * _DIGEST] + mid_digests + seen.digests[(m - tail) * _DIGEST:]
+        digests = seen.digests[:start * DIGEST_SIZE] + mid_digests + seen.digests[(m - tail) * DIGEST_SIZE:]
         sizes = seen.sizes
         nbytes = sizes[start] + sum(map(len, mid_raws)) + sizes[m] - sizes[m - tail]
         if n - tail - start > n // 4:  # a poor reference: compare the next ones with this list
@@ -267,7 +305,7 @@ class SnapshotEncoder:
         self._seen[(name, first, last)] = seen
         self._seen[(name, -1, last)] = seen
         self._seen[(name, 0, first)] = seen
-        self.cached_bytes += len(items) * (3 * 8 + _DIGEST)
+        self.cached_bytes += len(items) * (3 * 8 + DIGEST_SIZE)
         return seen
 
     def _lookup(self, items: Sequence[Any]) -> tuple[list[msgspec.Raw], bytes]:
@@ -278,7 +316,7 @@ class SnapshotEncoder:
             piece = get(id(x))
             if piece is None:
                 data = _JSON.encode(x)
-                piece = (x, msgspec.Raw(data), hashlib.blake2b(data, digest_size=_DIGEST).digest())
+                piece = (x, msgspec.Raw(data), hashlib.blake2b(data, digest_size=DIGEST_SIZE).digest())
                 self._pieces[id(x)] = piece
                 self.cached_bytes += len(data)
                 self.encoded += 1
@@ -289,16 +327,31 @@ class SnapshotEncoder:
 
 
 class _Conn:
-    """One accepted, authenticated connection and its writer task."""
+    """One accepted, authenticated connection and its writer task.
 
-    __slots__ = ("writer", "peer", "pending", "wake", "task")
+    For a proxy that takes deltas, ``base`` is the hash and element digests of the last
+    snapshot written on this connection: the proxy reads messages in order, so when it reads
+    the next one it holds that one's elements, whether or not it could apply it.
+    """
 
-    def __init__(self, writer: asyncio.StreamWriter, peer: str) -> None:
+    __slots__ = ("writer", "peer", "delta", "pending", "last", "base", "wake", "task")
+
+    def __init__(self, writer: asyncio.StreamWriter, peer: str, delta: bool = False) -> None:
         self.writer = writer
         self.peer = peer
+        self.delta = delta  # the proxy said it takes deltas
         self.pending: tuple[PreparedSnapshot, str] | None = None  # the latest snapshot not yet written
+        self.last: tuple[PreparedSnapshot, str] | None = None  # the last snapshot written
+        self.base: tuple[str, dict[str, bytes]] | None = None
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
+
+    def resync(self) -> None:
+        """The proxy could not assemble a delta: send it the last snapshot whole."""
+        self.base = None
+        if self.pending is None and self.last is not None:
+            self.pending = self.last
+        self.wake.set()
 
     def close(self) -> None:
         if self.task is not None:
@@ -396,6 +449,8 @@ class DiscoveryServer:
         self.computes = 0
         self.compute_errors = 0
         self.snapshots_sent = 0
+        self.deltas_sent = 0  # of the snapshots written, those sent as deltas
+        self.resyncs = 0  # deltas a proxy could not assemble (then sent whole)
         self.last_push: dict[str, object] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -607,7 +662,7 @@ class DiscoveryServer:
             except msgspec.DecodeError as e:
                 await self._refuse(writer, f"invalid node: {e}")
                 return
-            conn = _Conn(writer, peer)
+            conn = _Conn(writer, peer, delta=hello.delta)
             rec = self._attach(node, conn)
             writer.write(encode({"type": "welcome", "node_id": node.id}))
             self._first_snapshot(rec, hello.version, hello.hash)
@@ -619,6 +674,10 @@ class DiscoveryServer:
                 msg = msgspec.json.decode(data, type=ClientMessage)
                 if msg.type == "ack":
                     self._on_ack(rec, msg.version)
+                elif msg.type == "nack" and msg.resync:
+                    log.info("%s could not assemble delta %s (%s); sending it whole", rec.id, msg.version, msg.error)
+                    self.resyncs += 1
+                    conn.resync()
                 elif msg.type == "nack":
                     self._on_nack(rec, msg.version, msg.error)
         except (ConnectionError, ProtocolError, msgspec.DecodeError) as e:
@@ -691,8 +750,16 @@ class DiscoveryServer:
                 conn.wake.clear()
                 pending, conn.pending = conn.pending, None
                 if pending is not None:
-                    msg = pending[0].message(pending[1])
-                    del pending  # the pieces may go once the message is made
+                    prepared, version = pending
+                    if conn.base is not None:
+                        msg = prepared.delta_message(version, *conn.base)
+                        self.deltas_sent += 1
+                    else:
+                        msg = prepared.message(version, digests=conn.delta)
+                    if conn.delta:
+                        conn.base = (prepared.hash, prepared.digests)
+                        conn.last = pending
+                    del pending, prepared  # the pieces may go once the message is made
                     conn.writer.write(msg)
                     del msg
                     await conn.writer.drain()

@@ -1,14 +1,22 @@
 """The proxy's side of the discovery protocol: one persistent connection to the control plane.
 
-The protocol (``docs/reference/discovery.md``) follows xDS's state-of-the-world semantics on
-our own wire format: every message is a 4-byte big-endian length and a JSON object.
+The protocol (``docs/reference/discovery.md``) follows xDS's semantics on our own wire
+format: every message is a 4-byte big-endian length and a JSON object.
 
     proxy                                   control plane
-      hello {token, node, version, hash}  ->
+      hello {token, node, version, hash, delta}  ->
                                           <-  welcome                 (or error, then close)
-                                          <-  snapshot {version, hash, config}
+                                          <-  snapshot {version, hash, config, digests}
       ack {version} | nack {version, error} ->
-                                          <-  snapshot ...            (only when it changed)
+                                          <-  delta {version, hash, base, config, digests, new}
+                                                                      (only when it changed)
+
+Every version is a complete configuration (state of the world); a ``delta`` message is only
+a shorter way to send it, like xDS's incremental variant: it lists every element by digest
+and carries just the elements the proxy did not receive in the previous message.
+:class:`SnapshotAssembler` rebuilds the whole ProxyConfig from it, reusing the elements it
+holds, and checks the content hash; if it cannot, the proxy answers ``nack`` with ``resync``
+and the server sends that version whole.
 
 The client applies each snapshot with ``Proxy.apply`` (which keeps the previous snapshot when
 it raises), answers ACK or NACK, and when the connection ends it keeps serving what it has and
@@ -22,12 +30,16 @@ control plane; the server (``pilotfish.controlplane.discovery``) imports them fr
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hashlib
 import random
 import socket
 import ssl as ssl_module
 import struct
 import sys
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -54,14 +66,17 @@ class ProtocolError(Exception):
 
 
 class ServerMessage(msgspec.Struct, kw_only=True):
-    """What the control plane sends. ``type``: welcome, snapshot or error; unknown types are
-    ignored, so that the server can grow new messages."""
+    """What the control plane sends. ``type``: welcome, snapshot, delta or error; unknown types
+    are ignored, so that the server can grow new messages."""
 
     type: str
     version: str = ""
     hash: str = ""
     config: msgspec.Raw = msgspec.Raw()  # the snapshot, decoded only once it is needed
     error: str = ""
+    base: str = ""  # delta: the hash of the snapshot it is a delta against
+    digests: dict[str, str] = {}  # list name -> its elements' digests, concatenated, base64
+    new: msgspec.Raw = msgspec.Raw()  # delta: {list name: [the elements not in the base]}
 
 
 class ClientMessage(msgspec.Struct, kw_only=True):
@@ -74,6 +89,138 @@ class ClientMessage(msgspec.Struct, kw_only=True):
     hash: str | None = None
     error: str = ""
     protocol: int = PROTOCOL_VERSION
+    delta: bool = False  # hello: this proxy takes delta messages
+    resync: bool = False  # nack: a delta could not be assembled; send the snapshot whole
+
+
+# --------------------------------------------------------------------------- snapshots and deltas
+
+LISTS = ("listeners", "routes", "clusters", "endpoints", "secrets")  # ProxyConfig's element lists
+DIGEST_SIZE = 16  # bytes of each element's BLAKE2b digest
+_HEAD = msgspec.json.Encoder()
+
+
+def content_hash(encoded_head: bytes, lists: Sequence[tuple[str, int, bytes]]) -> str:
+    """A snapshot's content hash: BLAKE2b-128 over the encoded config without its lists (and
+    with ``version`` "") and, for each non-empty list in field order, its name, its length and
+    its elements' digests (BLAKE2b-128 of each element's encoding), concatenated."""
+    h = hashlib.blake2b(encoded_head, digest_size=16)
+    for name, n, digests in lists:
+        h.update(f"\n{name} {n}\n".encode())
+        h.update(digests)
+    return h.hexdigest()
+
+
+class Resync(Exception):
+    """A delta that cannot be assembled from what this proxy holds: it needs the whole snapshot."""
+
+
+class _NewElements(msgspec.Struct, kw_only=True):
+    listeners: list[model.Listener] = []
+    routes: list[model.RouteConfiguration] = []
+    clusters: list[model.Cluster] = []
+    endpoints: list[model.ClusterEndpoints] = []
+    secrets: list[model.Secret] = []
+
+
+_decode_new = msgspec.json.Decoder(_NewElements).decode
+_decode_config = msgspec.json.Decoder(model.ProxyConfig).decode
+
+
+class SnapshotAssembler:
+    """Turns ``snapshot`` and ``delta`` messages into ProxyConfigs (sans-IO).
+
+    It keeps the elements of the last snapshot it assembled, by digest. A delta names every
+    element of every list by digest, in order, and carries only the elements that were not in
+    the snapshot it is based on; the others are taken from what is kept (the same objects, so
+    the proxy can tell an unchanged cluster by identity). Before it is accepted, an assembled
+    delta's content hash is computed from its parts and compared with the message's.
+    Anything wrong raises :class:`Resync` and forgets what was kept: the proxy asks for the
+    whole snapshot.
+    """
+
+    def __init__(self) -> None:
+        self.hash: str | None = None  # the content hash of the snapshot last assembled
+        self._held: dict[str, dict[bytes, Any]] = {}
+
+    def reset(self) -> None:
+        self.hash, self._held = None, {}
+
+    def assemble(self, msg: ServerMessage) -> model.ProxyConfig:
+        """The message's ProxyConfig (its ``version`` is the message's). Raises Resync, or
+        msgspec's DecodeError/ValidationError for an invalid snapshot (then it keeps nothing)."""
+        try:
+            cfg = self._delta(msg) if msg.type == "delta" else self._full(msg)
+        except BaseException:
+            self.reset()
+            raise
+        cfg.version = msg.version
+        return cfg
+
+    def _full(self, msg: ServerMessage) -> model.ProxyConfig:
+        cfg = _decode_config(msg.config)
+        held: dict[str, dict[bytes, Any]] = {}
+        for name, text in msg.digests.items():
+            ds = _split(text, name)
+            items = getattr(cfg, name, None)
+            if items is None or len(items) != len(ds):
+                raise Resync(f"{name}: {len(ds)} digests for {len(items or ())} elements")
+            held[name] = dict(zip(ds, items, strict=True))
+        self.hash, self._held = (msg.hash or None, held) if msg.digests else (None, {})
+        return cfg
+
+    def _delta(self, msg: ServerMessage) -> model.ProxyConfig:
+        if self.hash is None or msg.base != self.hash:
+            raise Resync(f"delta against {msg.base or '-'}, but this proxy holds {self.hash or 'no snapshot'}")
+        head = _decode_config(msg.config)
+        new = _decode_new(msg.new) if msg.new else _NewElements()
+        head.version = ""
+        parts: list[tuple[str, int, bytes]] = []
+        lists: dict[str, list] = {}
+        held: dict[str, dict[bytes, Any]] = {}
+        for name in LISTS:
+            text = msg.digests.get(name)
+            fresh = getattr(new, name)
+            if not text:
+                if fresh:
+                    raise Resync(f"{name}: new elements but no digests")
+                lists[name] = []
+                continue
+            ds = _split(text, name)
+            old = self._held.get(name, {})
+            it = iter(fresh)
+            items = []
+            for d in ds:
+                x = old.get(d)
+                if x is None:
+                    x = next(it, None)
+                    if x is None:
+                        raise Resync(f"{name}: an element is neither held nor sent")
+                items.append(x)
+            if next(it, None) is not None:
+                raise Resync(f"{name}: more new elements than missing digests")
+            lists[name] = items
+            held[name] = dict(zip(ds, items, strict=True))
+            parts.append((name, len(items), b"".join(ds)))
+        got = content_hash(_HEAD.encode(head), parts)
+        if got != msg.hash:
+            raise Resync(f"the assembled snapshot hashes to {got}, not {msg.hash}")
+        cfg = msgspec.structs.replace(head, **lists)  # checks the references again
+        self.hash, self._held = msg.hash, held
+        return cfg
+
+
+def _split(text: str, name: str) -> list[bytes]:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        raise Resync(f"{name}: digests are not base64") from None
+    if len(raw) % DIGEST_SIZE:
+        raise Resync(f"{name}: digests of {len(raw)} bytes")
+    return [raw[i:i + DIGEST_SIZE] for i in range(0, len(raw), DIGEST_SIZE)]
+
+
+# --------------------------------------------------------------------------- framing
 
 
 def frame(payload: bytes) -> bytes:
@@ -175,6 +322,8 @@ class DiscoveryClient:
         # SIGHUP), we do not claim the hash when we reconnect
         self._held_hash: str | None = None
         self._held_snapshot: Any = None
+        self.assembler = SnapshotAssembler()
+        self.deltas = self.resyncs = 0
         self._task: asyncio.Task | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._stopped = False
@@ -207,6 +356,8 @@ class DiscoveryClient:
             "snapshots_received": self.received,
             "acked": self.acked,
             "nacked": self.nacked,
+            "deltas": self.deltas,
+            "resyncs": self.resyncs,
             "last_nack": self.last_nack,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
@@ -258,14 +409,15 @@ class DiscoveryClient:
         writer.write(encode({
             "type": "hello", "protocol": PROTOCOL_VERSION, "token": self.token,
             "node": msgspec.to_builtins(self.node), "version": snap.version,
-            "hash": self._held_hash if snap is self._held_snapshot else None,
+            "hash": self._held_hash if snap is self._held_snapshot else None, "delta": True,
         }))
+        self.assembler.reset()  # a new session starts with a whole snapshot
         while True:
             data = await read_frame(reader, MAX_SERVER_MESSAGE)
             if data is None:
                 return
             msg = msgspec.json.decode(data, type=ServerMessage)
-            if msg.type == "snapshot":
+            if msg.type in ("snapshot", "delta"):
                 await self._apply(msg, writer)
             elif msg.type == "welcome":
                 self.connected, self.connected_since = True, time.time()
@@ -285,12 +437,19 @@ class DiscoveryClient:
             return
         error: str | None = None
         try:
-            cfg = msgspec.json.decode(msg.config, type=model.ProxyConfig)
+            cfg = self.assembler.assemble(msg)
+        except Resync as e:
+            # not a rejection of the configuration: ask for it whole, keep serving meanwhile
+            self.resyncs += 1
+            self._log(f"cannot assemble delta {msg.version}: {e}; asking for the whole snapshot")
+            writer.write(encode({"type": "nack", "version": msg.version, "error": str(e), "resync": True}))
+            await writer.drain()
+            return
         except (msgspec.ValidationError, msgspec.DecodeError) as e:
             error = f"invalid snapshot: {e}"
             px.note_rejected(msg.version, error)
         else:
-            cfg.version = msg.version
+            self.deltas += msg.type == "delta"
             try:
                 await px.apply(cfg)
             except ConfigRejected as e:

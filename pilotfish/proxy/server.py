@@ -89,7 +89,7 @@ class Proxy:
         updates: list[tuple[ClusterRuntime, list[model.Endpoint]]] = []
         for c in cfg.clusters:
             rt = old.get(c.name)
-            if rt is not None and rt.cfg == c:
+            if rt is not None and (rt.cfg is c or rt.cfg == c):  # deltas reuse unchanged objects
                 updates.append((rt, eps.get(c.name, [])))
             else:
                 rt = ClusterRuntime(c, eps.get(c.name, []))

@@ -532,6 +532,62 @@ def test_pushes_are_debounced(upstreams, cleanup):
     c.close()
 
 
+def test_raw_client_gets_deltas_and_a_resync_sends_the_version_whole(upstreams, cleanup):
+    desired = Desired()
+    port = free_port()
+    desired.by_name["raw"] = simple_config(port, {"a": [upstreams[0].port], "b": [upstreams[1].port]})
+    cp = ControlPlane(desired)
+    cleanup.append(cp)
+    node = {"id": "raw~10.0.0.7~raw.default~default.svc.cluster.local", "name": "raw"}
+    c = RawClient(cp.port, node, hello={"type": "hello", "token": "s3cret-bootstrap-token", "node": node,
+                                         "version": "", "hash": None, "delta": True})
+    assert c.recv()["type"] == "welcome"
+    snap = c.recv()
+    assert snap["type"] == "snapshot" and set(snap["digests"]) == {"listeners", "routes", "clusters", "endpoints"}
+    c.send({"type": "ack", "version": snap["version"]})
+    assert cp.wait_synced()
+
+    desired.by_name["raw"] = simple_config(port, {"a": [upstreams[0].port], "b": [upstreams[0].port]})
+    cp.push("change")
+    d = c.recv()
+    assert d["type"] == "delta" and d["base"] == snap["hash"] and d["hash"] != snap["hash"]
+    # only b's endpoints changed
+    assert list(d["new"]) == ["endpoints"] and len(d["new"]["endpoints"]) == 1
+    assert "clusters" not in d["config"] and d["config"]["version"] == ""
+    c.send({"type": "nack", "version": d["version"], "error": "lost my elements", "resync": True})
+    again = c.recv()
+    assert again["type"] == "snapshot" and (again["version"], again["hash"]) == (d["version"], d["hash"])
+    st = cp.status(node["id"])
+    assert st.state == "STALE" and st.nack is None  # a resync is not a rejection
+    c.send({"type": "ack", "version": again["version"]})
+    assert cp.wait_synced() and cp.server.resyncs == 1 and cp.server.deltas_sent == 1
+    c.close()
+
+
+def test_a_proxy_follows_pushes_through_deltas(tmp_path, upstreams, cleanup, token_file):
+    desired = Desired()
+    port = free_port()
+    desired.by_name["p"] = simple_config(port, {"a": [upstreams[0].port]})
+    cp = ControlPlane(desired)
+    cleanup.append(cp)
+    px = DiscoveredProxy(tmp_path, cp.port, "p", "10.1.0.5", token_file)
+    cleanup.append(px)
+    wait_until(lambda: px.ready_status() == 200, 10, "the proxy ready")
+    assert upstream_of(port) == "a"
+    for i, target in enumerate(["b", "a", "b"]):
+        desired.by_name["p"] = simple_config(port, {target: [upstreams["ab".index(target)].port]})
+        cp.push(f"change {i}")
+        assert cp.wait_synced()
+        assert upstream_of(port) == target
+    state = px.discovery()
+    assert state["deltas"] == 3 and state["resyncs"] == 0 and state["nacked"] == 0
+    sent = cp.call(cp.server.last_sent, px.id)
+    dump = px.admin("/config_dump")[1]
+    assert dump["version"] == sent.version
+    assert {k: v for k, v in dump["config"].items() if k not in ("version", "node")} == {
+        k: v for k, v in msgspec.to_builtins(sent).items() if k not in ("version", "node")}
+
+
 def test_snapshot_encoder_bytes_equal_plain_encoding():
     """Shared elements are encoded once, yet each message is byte for byte the plain encoding,
     and the content hash follows content only."""
