@@ -3,7 +3,7 @@
     pilotfish controlplane                         # state in ~/.pilotfish, API on 127.0.0.1:15080
     pilotfish controlplane --state-dir ./state --api-address 127.0.0.1:0 --discovery-address 127.0.0.1:0
 
-The configuration lives in ``<state>/config/store.json`` and survives restarts. The token that
+The configuration lives in ``<state>/config/`` (a snapshot and a journal) and survives restarts. The token that
 protects the API and the discovery port is ``<state>/token`` (created at the first start,
 mode 0600). Once serving, one line on stderr gives the addresses actually bound::
 
