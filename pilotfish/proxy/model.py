@@ -52,7 +52,7 @@ def parse_duration(value: float | int | str | None) -> float | None:
     return total
 
 
-class _Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+class _Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     def _durations(self, *names: str) -> None:
         for n in names:
             v = getattr(self, n)
