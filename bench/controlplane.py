@@ -417,6 +417,7 @@ _RAW_WEIGHT = re.compile(rb'"name":"' + re.escape(CHANGED_HOST.encode()) + rb':8
 async def _client(node: model.Node, host: str, port: int, token: str, mode: str, out) -> None:
     import asyncio
 
+    from pilotfish.gcpolicy import LongLivedGC
     from pilotfish.proxy.discovery_client import (
         MAX_SERVER_MESSAGE,
         PROTOCOL_VERSION,
@@ -429,6 +430,7 @@ async def _client(node: model.Node, host: str, port: int, token: str, mode: str,
 
     decode, delta = mode != "raw", mode != "whole"
     assembler = SnapshotAssembler()  # the proxy's own decoding (discovery_client._apply)
+    gc_policy = LongLivedGC()  # as a proxy after applying a snapshot (Proxy.apply)
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(encode({"type": "hello", "protocol": PROTOCOL_VERSION, "token": token,
                          "node": msgspec.to_builtins(node), "version": "", "hash": None, "delta": delta}))
@@ -452,6 +454,8 @@ async def _client(node: model.Node, host: str, port: int, token: str, mode: str,
                 writer.write(encode({"type": "nack", "version": msg.version, "error": str(e), "resync": True}))
                 continue
             weight = _weight_of(cfg)
+            if delta:
+                gc_policy.settled()  # the proxy holds what it assembled, as this client does
             del cfg
         else:
             m = _RAW_WEIGHT.search(bytes(msg.new or msg.config))

@@ -426,6 +426,7 @@ class DiscoveryServer:
         self.debounce = debounce
         self.max_debounce = max(max_debounce, debounce)
         self.on_ack = on_ack
+        self.on_pushed: Callable[[], None] | None = None  # called after every push
         self.forget_after = forget_after
         self.encode_cache_bytes = encode_cache_bytes
         # one per push, also used by the connections that arrive until the next push
@@ -554,6 +555,8 @@ class DiscoveryServer:
             finally:
                 self._pushing = False
                 self._changed()
+                if self.on_pushed is not None:
+                    self.on_pushed()
 
     async def _push(self, requested: float, reasons: list[str]) -> None:
         started = time.monotonic()

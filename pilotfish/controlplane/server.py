@@ -35,6 +35,7 @@ from typing import Any
 
 from pilotfish.config import FileBackend, Store
 from pilotfish.config.store import Event
+from pilotfish.gcpolicy import LongLivedGC
 from pilotfish.proxy import model
 
 log = logging.getLogger("pilotfish.controlplane")
@@ -157,6 +158,8 @@ class ControlPlane:
         )
         self.api_address: tuple[str, int] | None = None
         self.discovery_address: tuple[str, int] | None = None
+        # the configuration's objects live long: keep full GC pauses off the apply -> ACK path
+        self.gc = LongLivedGC()
 
     # ------------------------------------------------------------------ generations
 
@@ -180,6 +183,7 @@ class ControlPlane:
             return False
         self.build_error = None
         self.generation = Generation(rv, view, registry)
+        self.gc.settled()
         if self.discovery is not None:
             try:
                 self.discovery.request_push(reason)
@@ -228,14 +232,17 @@ class ControlPlane:
                 log.warning("discovery is not available in this build; proxies cannot connect")
             else:
                 self.discovery = cls(self.compute, self.token, debounce=self.debounce)
+                self.discovery.on_pushed = self.gc.settled  # translate's caches, the encoder's pieces
                 bound = await self.discovery.start(discovery[0], discovery[1])
                 port = bound if isinstance(bound, int) and bound else discovery[1]
                 self.discovery_address = (discovery[0], port)
         self.api = ApiServer(self)
         await self.api.start(api[0], api[1])
         self.api_address = (api[0], self.api.port)
+        self.gc.start(self._loop)
 
     async def close(self) -> None:
+        self.gc.stop()
         if self.api is not None:
             self.api.close()
         if self.discovery is not None:

@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from pilotfish.gcpolicy import LongLivedGC
 from pilotfish.proxy import model
 from pilotfish.proxy.accesslog import AccessLogger
 from pilotfish.proxy.cluster import ClusterRuntime
@@ -78,6 +79,8 @@ class Proxy:
         self.ready_on_start = True
         self.discovery: Any = None
         self.on_drain: list[Callable[[], Any]] = []
+        # snapshots are long-lived: collections skip them once applied (pilotfish.gcpolicy)
+        self.gc = LongLivedGC(interval=300.0)
         self._configure_access_log(cfg.access_log)
 
     # ------------------------------------------------------------------ snapshots
@@ -147,6 +150,7 @@ class Proxy:
         self.server_stats.version = cfg.version
         self.server_stats.listeners_active = len(self.listeners)
         self.last_error = None
+        self.gc.settled()
 
     def note_rejected(self, version: str | None, msg: str) -> None:
         self.server_stats.config_rejected += 1
@@ -174,6 +178,7 @@ class Proxy:
             self.admin = AdminServer(self)
             await self.admin.start(cfg.admin.address, cfg.admin.port)
         self.ready = self.ready_on_start
+        self.gc.start(asyncio.get_running_loop())
 
     def http_stats_for(self, fc: model.FilterChain, lc: model.Listener) -> HttpStats:
         prefix = None
@@ -233,6 +238,7 @@ class Proxy:
         if self.draining:
             return
         self.draining = True
+        self.gc.stop()
         for cb in self.on_drain:
             cb()
         for lr in self.listeners.values():

@@ -17,6 +17,8 @@ __all__ = [
 
 
 def _is_ip(h: str) -> bool:
+    if not (h[:1].isdigit() or ":" in h):
+        return False  # an IPv4 address starts with a digit, an IPv6 one has a colon
     try:
         ipaddress.ip_address(h)
     except ValueError:
