@@ -11,7 +11,11 @@ counting as soon as the new one replaces it.
 :class:`LongLivedGC` moves what is alive once a change has settled into the permanent
 generation (``gc.freeze()``), so that later collections skip it, and runs the full
 collection that frees any cyclic garbage frozen along the way only when the process has been
-quiet for a while (no change for ``quiet`` seconds), at most every ``interval`` seconds.
+quiet for a while (no change for ``quiet`` seconds), at most every ``interval`` seconds, or
+when the frozen objects have grown to twice what survived the last full collection (a
+process that is never quiet must not grow without bound). The control plane also breaks
+the cycles of a replaced generation itself (``drop_caches``), so that little is left for
+these collections to find.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class LongLivedGC:
         self.last_change = time.monotonic()
         self.last_full = time.monotonic()
         self.full_collections = 0
+        self._survivors = 0  # objects frozen after the last full collection
         self._handle: asyncio.TimerHandle | None = None
 
     def settled(self) -> None:
@@ -36,7 +41,8 @@ class LongLivedGC:
         gc.freeze()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.settled()
+        self.collect()  # the baseline: what is alive once started
+        self.last_change = time.monotonic()
         self._handle = loop.call_later(self.interval, self._tick, loop)
 
     def stop(self) -> None:
@@ -49,13 +55,14 @@ class LongLivedGC:
         gc.unfreeze()
         gc.collect()
         gc.freeze()
+        self._survivors = gc.get_freeze_count()
         self.full_collections += 1
         self.last_full = time.monotonic()
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         now = time.monotonic()
         wait = self.interval
-        if now - self.last_change >= self.quiet:
+        if now - self.last_change >= self.quiet or gc.get_freeze_count() > 2 * self._survivors + 100_000:
             self.collect()
         else:
             wait = self.quiet  # busy: look again soon

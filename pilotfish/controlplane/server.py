@@ -182,7 +182,10 @@ class ControlPlane:
             traceback.print_exc(file=sys.stderr)
             return False
         self.build_error = None
-        self.generation = Generation(rv, view, registry)
+        old, self.generation = self.generation, Generation(rv, view, registry)
+        for part in (old.view, old.registry):
+            if part is not None:
+                part.drop_caches()  # breaks the view <-> caches cycles: freed right away
         self.gc.settled()
         if self.discovery is not None:
             try:

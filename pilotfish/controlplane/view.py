@@ -224,6 +224,13 @@ class ConfigView:
         with self._memo_lock:
             return self._memo.setdefault(key, value)
 
+    def drop_caches(self) -> None:
+        """Forget the derived data. The caches refer back to this view, so a view replaced
+        by a newer one is freed by reference counting once they are dropped, without waiting
+        for a cyclic garbage collection. Later ``memo`` calls compute again."""
+        with self._memo_lock:
+            self._memo = {}
+
 
 def resolve_export_to(values: Iterable[str], own_namespace: str) -> frozenset[str]:
     """Istio's ``exportTo`` list to the set of namespaces that see the object."""

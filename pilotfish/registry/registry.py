@@ -232,6 +232,13 @@ class Registry:
         with self._memo_lock:
             return self._memo.setdefault(key, value)
 
+    def drop_caches(self) -> None:
+        """Forget the derived data. The caches refer back to this registry, so a registry replaced
+        by a newer one is freed by reference counting once they are dropped, without waiting
+        for a cyclic garbage collection. Later ``memo`` calls compute again."""
+        with self._memo_lock:
+            self._memo = {}
+
     # ------------------------------------------------------------------ building
 
     @classmethod
