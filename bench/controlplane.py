@@ -23,12 +23,12 @@ What it measures (bench/README.md says how to read it):
    be identical to the old ones. Done for the unscoped and the scoped mesh.
 2. **Apply to all-ACK**: a real ``pilotfish controlplane`` process, loaded with the scoped mesh
    through its HTTP API; 100 real discovery connections (client processes, using the proxy's
-   wire helpers, decoding each snapshot into ``model.ProxyConfig`` and ACKing it); then ~20
-   times: change one VirtualService (svc0's weights, which every proxy sees) through
+   own ``SnapshotAssembler`` on delta messages and ACKing each version); then ~20 times:
+   change one VirtualService (svc0's weights, which every proxy sees) through
    ``POST /api/v1/apply`` and time until every connection has ACKed a snapshot carrying the
    new weight. Once more with clients that ACK without decoding (what the control plane alone
-   costs), and once more with decoding clients against a control plane running the old
-   encoding (patched in by this script), for a before/after in the same run.
+   costs), and once more with clients that take every version whole, for a before/after in
+   the same run.
 
 The last line printed is one JSON object with every figure.
 """
