@@ -57,6 +57,12 @@ class AccessLogger:
         self.flush_interval = flush_interval
         self._handle: asyncio.TimerHandle | None = None
 
+    def log_batch(self, recs: list[Any]) -> None:
+        """Format finished requests and write them (one write)."""
+        fmt = self.format_json if self.fmt == "json" else self.format_text
+        self.buf.extend(map(fmt, recs))
+        self.flush()
+
     def log(self, rec: Any) -> None:
         line = self.format_json(rec) if self.fmt == "json" else self.format_text(rec)
         self.buf.append(line)

@@ -128,6 +128,7 @@ class AdminServer:
                     lines += rt.host_rows()
                 c.respond(200, "\n".join(lines) + "\n")
         elif path in ("/stats", "/stats/prometheus"):
+            px.flush_records()  # the telemetry of requests finished just now
             clusters = {}
             for name, rt in px.snapshot.clusters.items():
                 rt.refresh_gauges()

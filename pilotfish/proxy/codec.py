@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from pilotfish.proxy.http import REASONS, Request
+from pilotfish.proxy.http import _NAMES, REASONS, Request, header_name
 from pilotfish.proxy.stream import Stream, local_reply_bytes
 
 if TYPE_CHECKING:
@@ -78,6 +78,8 @@ class DownstreamConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._max_head = self.hcm.max_request_headers_kb * 1024
         self._bad_header: str | None = None
+        self._head_size = 0  # bytes of the header fields parsed so far (names, values, ": ", CRLF)
+        self._valid_host: str | None = None  # the last Host value that passed the syntax check
         self._nheaders = 0
         self._deferred: tuple[int, str] | None = None  # error to answer after the active stream
 
@@ -213,6 +215,7 @@ class DownstreamConnection(asyncio.Protocol):
         self._url = []
         self._headers = {}
         self._nheaders = 0
+        self._head_size = 0
         self._bad_header = None
         self._in_head = True
         self._head_bytes = 0
@@ -222,9 +225,12 @@ class DownstreamConnection(asyncio.Protocol):
         self._url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        n = name.decode("latin-1").lower()
+        n = _NAMES.get(name)
+        if n is None:
+            n = header_name(name)
         v = value.decode("latin-1")
         self._nheaders += 1
+        self._head_size += len(n) + len(v) + 4
         h = self._headers
         if n in h:
             if n == "host":
@@ -241,8 +247,7 @@ class DownstreamConnection(asyncio.Protocol):
             return  # bytes after a refused request (or a close) are never served
         parser = self.parser
         url = b"".join(self._url)
-        head_size = len(url) + sum(len(k) + len(v) + 4 for k, v in self._headers.items())
-        if head_size > self._max_head or self._nheaders > self.hcm.max_headers_count:
+        if len(url) + self._head_size > self._max_head or self._nheaders > self.hcm.max_headers_count:
             raise BadRequest(431, "request_headers_too_large")
         if self._bad_header:
             raise BadRequest(400, self._bad_header.replace(" ", "_"))
@@ -268,8 +273,10 @@ class DownstreamConnection(asyncio.Protocol):
         if not target.startswith("/"):
             target = self._absolute_form(target, headers, method)
         host = headers.get("host")
-        if host is not None and _HOST_RE.fullmatch(host) is None:
-            raise BadRequest(400, "http.invalid_authority")
+        if host is not None and host != self._valid_host:
+            if _HOST_RE.fullmatch(host) is None:
+                raise BadRequest(400, "http.invalid_authority")
+            self._valid_host = host  # keep-alive clients send the same Host again and again
         hcm = self.hcm
         length = headers.get("content-length")
         clen = int(length) if length is not None else None

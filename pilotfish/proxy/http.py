@@ -63,6 +63,18 @@ HOP_BY_HOP = frozenset(
 )
 
 
+_NAMES: dict[bytes, str] = {}  # raw header name -> lowercase str, for names seen before
+
+
+def header_name(raw: bytes) -> str:
+    """A header name as the proxy keys it: lowercase ``str`` (decoded as latin-1). The parsers
+    look names up in ``_NAMES`` first; this fills it (up to a bound: names are client input)."""
+    n = raw.decode("latin-1").lower()
+    if len(_NAMES) < 4096:
+        _NAMES[raw] = n
+    return n
+
+
 class Request:
     """A parsed downstream request, as the filters and router see it."""
 

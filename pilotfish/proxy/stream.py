@@ -92,6 +92,11 @@ def _http_date() -> str:
     return _DATE_CACHE[1]
 
 
+# Connection tokens that name nothing left to drop from a response (hop-by-hop headers are
+# dropped anyway; "close" is an option, not a header)
+_DROPPED_ANYWAY = HOP_BY_HOP | {"close"}
+
+
 def new_request_id() -> str:
     """A version-4 UUID string (from a fast PRNG, as Envoy's request ids are)."""
     h = f"{_getrandbits(128):032x}"
@@ -106,7 +111,7 @@ class Stream:
         "body_complete", "pending", "pending_bytes", "replay", "replay_ok", "chunked_up",
         "upstream", "fut", "response_started", "resp_chunked", "resp_head_only",
         "status", "flags", "details", "transport_failure", "bytes_received", "bytes_sent",
-        "t0", "start_wall", "upstream_host", "cluster_name", "upstream_local",
+        "t0", "t_end", "start_wall", "upstream_host", "cluster_name", "upstream_local",
         "route_name", "method", "log_path", "log_authority", "upstream_service_time",
         "cluster", "host", "route", "wc", "retry_state", "_discard", "_sent_at",
         "_timeout_handle", "_try_handle", "_deadline", "_per_try", "_paused_down",
@@ -138,6 +143,7 @@ class Stream:
         self.bytes_received = 0
         self.bytes_sent = 0
         self.t0 = self.loop.time()
+        self.t_end = 0.0  # set when the stream finishes (records are written later)
         self.start_wall = time.time()
         self.upstream_host: str | None = None
         self.cluster_name: str | None = None
@@ -179,7 +185,8 @@ class Stream:
         return ",".join(self.flags) if self.flags else "-"
 
     def duration_ms(self) -> int:
-        return int((self.loop.time() - self.t0) * 1000)
+        end = self.t_end or self.loop.time()
+        return int((end - self.t0) * 1000)
 
     @property
     def downstream_local(self) -> str:
@@ -776,7 +783,7 @@ class Stream:
                     continue  # RFC 9110 8.6: never on a 1xx or 204
                 length = v
             out.append((n, v))
-        if named:
+        if named and not named <= _DROPPED_ANYWAY:  # "keep-alive", "close": nothing more to drop
             out = [(n, v) for n, v in out if n not in named]
         out.append(("x-envoy-upstream-service-time", str(self.upstream_service_time)))
         if self._set_cookie is not None:
@@ -801,11 +808,7 @@ class Stream:
             out.append(("connection", "close"))
         elif req.version == "1.0":
             out.append(("connection", "keep-alive"))
-        parts = [status_line(status)]
-        for n, v in out:
-            parts.append(f"{n}: {v}\r\n".encode("latin-1"))
-        parts.append(b"\r\n")
-        data = b"".join(parts)
+        data = status_line(status) + "".join([f"{n}: {v}\r\n" for n, v in out]).encode("latin-1") + b"\r\n"
         self.response_started = True
         # held back until the upstream read that carried it is fully parsed, so that a head
         # and a small body leave in one write (one syscall) — see flush()
@@ -945,6 +948,7 @@ class Stream:
         st.downstream_rq_completed += 1
         if self.status:
             st.record_status(self.status)
+        self.t_end = self.loop.time()
         conn.proxy.record(self)
         conn.stream_done(self, keep_alive and self.keep_alive)
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httptools
 
+from pilotfish.proxy.http import _NAMES, header_name
+
 if TYPE_CHECKING:
     from pilotfish.proxy.lb import Host
 
@@ -44,7 +46,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_status",
         "_headers",
         "_head_only",
-        "_idle_handle",
+        "idle_since",
         "_paused",
         "local_address",
         "_done",
@@ -60,7 +62,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._status = 0
         self._head_only = False
-        self._idle_handle: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0  # loop time it was last released to the pool
         self._paused = False
         self._done = True
         self.local_address = ""
@@ -101,9 +103,6 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
-            self._idle_handle = None
         sink, self.sink = self.sink, None
         if sink is not None:
             if not self._done and self._status and self._read_until_close():
@@ -132,7 +131,9 @@ class UpstreamConnection(asyncio.Protocol):
         pass
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        n = name.decode("latin-1").lower()
+        n = _NAMES.get(name)
+        if n is None:
+            n = header_name(name)
         v = value.decode("latin-1")
         if n == "transfer-encoding" and v.strip().lower() != "chunked":
             # llhttp would read such a body until close and we would drop the coding with
@@ -192,9 +193,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     def start(self, sink: ResponseSink, head: bytes, head_only: bool) -> None:
         """Begin an exchange: send the request head (the body follows through write())."""
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
-            self._idle_handle = None
         self.sink = sink
         self._head_only = head_only
         self._done = False
@@ -242,15 +240,18 @@ class ConnectFailure(Exception):
 class HostPool:
     """Connections to one upstream host. Limits are shared per cluster (``limits``)."""
 
-    __slots__ = ("host", "limits", "idle", "active", "loop", "draining", "__weakref__")
+    __slots__ = ("host", "limits", "idle", "active", "loop", "draining", "_sweep", "__weakref__")
 
     def __init__(self, host: Host, limits: Any) -> None:
         self.host = host
         self.limits = limits  # the ClusterRuntime: counters and circuit-breaker settings
+        # released connections, oldest first (take_idle takes the newest: it is warm)
         self.idle: deque[UpstreamConnection] = deque()
         self.active: set[UpstreamConnection] = set()
         self.loop = asyncio.get_event_loop()
         self.draining = False
+        # one timer per pool closes connections idle for idle_timeout (not one per request)
+        self._sweep: asyncio.TimerHandle | None = None
 
     def take_idle(self) -> UpstreamConnection | None:
         idle = self.idle
@@ -322,11 +323,25 @@ class HostPool:
         if self.draining or (mr and conn.requests >= mr):
             conn.close()
             return
+        conn.idle_since = self.loop.time()
         self.idle.append(conn)
         it = lim.cb.idle_timeout
-        if it:
-            conn._idle_handle = self.loop.call_later(it, conn.close)
+        if it and self._sweep is None:
+            self._sweep = self.loop.call_at(conn.idle_since + it, self._close_expired)
         lim.wake()
+
+    def _close_expired(self) -> None:
+        """Close the connections idle for ``idle_timeout``; look again when the next expires."""
+        self._sweep = None
+        it = self.limits.cb.idle_timeout
+        idle = self.idle
+        if not it:
+            return
+        now = self.loop.time()
+        while idle and idle[0].idle_since + it <= now:
+            idle.popleft().close()
+        if idle:
+            self._sweep = self.loop.call_at(idle[0].idle_since + it, self._close_expired)
 
     def forget(self, conn: UpstreamConnection) -> None:
         try:
@@ -337,5 +352,8 @@ class HostPool:
 
     def close_all(self) -> None:
         self.draining = True
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for conn in list(self.idle):
             conn.close()

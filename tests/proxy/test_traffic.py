@@ -385,6 +385,26 @@ def test_pending_requests_for_several_hosts_are_all_served(env):
     assert results == [200] * 6
 
 
+def test_idle_upstream_connections_close_after_idle_timeout(env):
+    """A pooled connection is reused while it is fresh and closed once it has been idle for
+    the cluster's idle_timeout (Istio's connectionPool.http.idleTimeout)."""
+    px, ups, port = env
+    push(env, [route(**to(A))], cluster_opts={A: {"circuit_breakers": {"idle_timeout": "0.3s"}}})
+
+    def upstream_local(path: str) -> str:
+        assert request(port, "GET", path)[0] == 200
+        return parse_log(last_log(px, f'"GET {path} HTTP/1.1" 200'))["ulocal"]
+
+    total = px.stat(f"cluster.{A}.upstream_cx_total")
+    first = upstream_local("/status/200?idle=1")
+    assert upstream_local("/status/200?idle=2") == first  # reused at once
+    time.sleep(0.1)
+    assert upstream_local("/status/200?idle=3") == first  # idle 0.1 s: still pooled
+    time.sleep(0.7)
+    assert upstream_local("/status/200?idle=4") != first  # idle 0.7 s: closed, a new one
+    assert px.stat(f"cluster.{A}.upstream_cx_total") == total + 2
+
+
 def test_outlier_detection_ejects_failing_host(env):
     px, ups, port = env
     ports = [ups["a"].port, ups["bad"].port]
