@@ -77,15 +77,20 @@ class AccessLogger:
 
     @staticmethod
     def format_text(r: Any) -> str:
+        # "-" for an absent (None) or empty field, as _d() does; written out because this runs
+        # for every request
         h = r.req_headers
+        get = h.get
+        ust = r.upstream_service_time
+        conn = r.conn
         return (
-            f'[{_iso(r.start_wall)}] "{r.method} {r.log_path} {r.protocol}" {r.status} '
-            f"{r.flags_str()} {_d(r.details)} - \"{_d(r.transport_failure)}\" {r.bytes_received} "
-            f"{r.bytes_sent} {r.duration_ms()} {_d(r.upstream_service_time)} "
-            f'"{_d(h.get("x-forwarded-for"))}" "{_d(h.get("user-agent"))}" '
-            f'"{_d(h.get("x-request-id"))}" "{_d(r.log_authority)}" "{_d(r.upstream_host)}" '
-            f"{_d(r.cluster_name)} {_d(r.upstream_local)} {_d(r.downstream_local)} "
-            f"{_d(r.downstream_remote)} - {_d(r.route_name)}\n"
+            f'[{_iso(r.start_wall)}] "{r.method} {r.log_path} HTTP/{r.req.version}" {r.status} '
+            f'{",".join(r.flags) if r.flags else "-"} {r.details or "-"} - "{r.transport_failure or "-"}" '
+            f"{r.bytes_received} {r.bytes_sent} {r.duration_ms()} {'-' if ust is None else ust} "
+            f'"{get("x-forwarded-for") or "-"}" "{get("user-agent") or "-"}" '
+            f'"{get("x-request-id") or "-"}" "{r.log_authority or "-"}" "{r.upstream_host or "-"}" '
+            f"{r.cluster_name or '-'} {r.upstream_local or '-'} {conn.local_address or '-'} "
+            f"{conn.remote_address or '-'} - {r.route_name or '-'}\n"
         )
 
     @staticmethod

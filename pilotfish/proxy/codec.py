@@ -69,6 +69,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.queued_bytes = 0
         self.write_paused = False
         self._read_pause = 0  # reasons to keep reading paused
+        self._queue_paused = False  # one of them: the body of a queued request grew too large
         self._url: list[bytes] = []
         self._headers: dict[str, str] = {}
         self._head_bytes = 0
@@ -79,6 +80,7 @@ class DownstreamConnection(asyncio.Protocol):
         self._max_head = self.hcm.max_request_headers_kb * 1024
         self._bad_header: str | None = None
         self._head_size = 0  # bytes of the header fields parsed so far (names, values, ": ", CRLF)
+        self._began = False  # a request began during the read being parsed
         self._valid_host: str | None = None  # the last Host value that passed the syntax check
         self._nheaders = 0
         self._deferred: tuple[int, str] | None = None  # error to answer after the active stream
@@ -180,9 +182,16 @@ class DownstreamConnection(asyncio.Protocol):
         self._last_activity = self.loop.time()
         self.stats.downstream_cx_rx_bytes_total += len(data)
         try:
+            self._began = False
             self.parser.feed_data(data)
             if self._in_head:
-                self._head_bytes += len(data)
+                if self._began:
+                    # the head began inside this read, perhaps after the end of the previous
+                    # request: count what is parsed of it (the request line and the complete
+                    # header lines; a partial line is counted with the next read)
+                    self._head_bytes = sum(map(len, self._url)) + self._head_size
+                else:
+                    self._head_bytes += len(data)  # all of it belongs to the unfinished head
                 if self._head_bytes > self._max_head:
                     raise BadRequest(431, "request_headers_too_large")
         except httptools.HttpParserUpgrade as e:
@@ -216,6 +225,7 @@ class DownstreamConnection(asyncio.Protocol):
         self._headers = {}
         self._nheaders = 0
         self._head_size = 0
+        self._began = True
         self._bad_header = None
         self._in_head = True
         self._head_bytes = 0
@@ -324,7 +334,8 @@ class DownstreamConnection(asyncio.Protocol):
             return
         if s is not self.active:
             self.queued_bytes += len(body)
-            if self.queued_bytes > MAX_QUEUED_BYTES:
+            if self.queued_bytes > MAX_QUEUED_BYTES and not self._queue_paused:
+                self._queue_paused = True  # one reason to pause, however many chunks follow
                 self.pause_reading()
         s.on_request_body(body)
 
@@ -422,7 +433,8 @@ class DownstreamConnection(asyncio.Protocol):
         if self.queue:
             nxt = self.queue.popleft()
             self.queued_bytes = 0
-            if self._read_pause and self._deferred is None:
+            if self._queue_paused:
+                self._queue_paused = False
                 self.resume_reading()
             self.active = nxt
             nxt.start()

@@ -476,8 +476,8 @@ class Stream:
                 tok = tok.strip().lower()
                 if tok and tok not in ("close", "keep-alive"):
                     h.pop(tok, None)
-        for name in HOP_BY_HOP:
-            if name in h:
+        if not HOP_BY_HOP.isdisjoint(h):
+            for name in HOP_BY_HOP.intersection(h):
                 del h[name]
         if hcm.use_remote_address:
             xff = h.get("x-forwarded-for")
@@ -796,7 +796,9 @@ class Stream:
             f.on_response(req, status, out)
         no_body = req.method == "HEAD" or status in (204, 304) or status < 200
         self.resp_head_only = no_body
-        keep = self.keep_alive and not conn.closing
+        # a request body still arriving cannot be skipped safely: the connection closes after
+        # this response (on_response_done), so say so
+        keep = self.keep_alive and not conn.closing and self.body_complete
         if not no_body and length is None:
             if req.version == "1.1":
                 self.resp_chunked = True

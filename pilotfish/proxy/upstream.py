@@ -127,9 +127,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers = []
         self._status = 0
 
-    def on_status(self, status: bytes) -> None:
-        pass
-
     def on_header(self, name: bytes, value: bytes) -> None:
         n = _NAMES.get(name)
         if n is None:
@@ -151,9 +148,11 @@ class UpstreamConnection(asyncio.Protocol):
             sink.on_response_head(status, self._headers, self.parser.get_http_version())
         if self._head_only and status >= 200:
             # A response to HEAD has no body whatever its headers say; httptools cannot be
-            # told so, so finish the message here and start a fresh parser.
+            # told so, so finish the message here and start a fresh parser (once the
+            # version is read: a fresh parser knows none).
+            keep_alive = self._keep_alive_from_headers()
             self.parser = httptools.HttpResponseParser(self)
-            self._finish(self._keep_alive_from_headers())
+            self._finish(keep_alive)
 
     def on_body(self, body: bytes) -> None:
         sink = self.sink
