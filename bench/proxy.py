@@ -613,7 +613,8 @@ def build_loadgen(tmp: Path) -> Path:
 
 
 def latency_run(procs: Procs, tmp: Path, loadgen: Path, label: str, port: int,
-                duration: float, warmup: float, cpu_pids: dict[str, int] | None = None) -> dict:
+                duration: float, warmup: float, cpu_pids: dict[str, int] | None = None,
+                load_cpus: set[int] | None = None) -> dict:
     """Fixed-rate load through ``port``; percentiles in ms from the intended send time."""
     raw = tmp / f"lat-{label}.raw"
     before = {k: cpu_seconds(p) for k, p in (cpu_pids or {}).items()}
@@ -625,6 +626,7 @@ def latency_run(procs: Procs, tmp: Path, loadgen: Path, label: str, port: int,
         [str(loadgen), "-a", "127.0.0.1", "-p", str(port), "-r", str(RATE), "-c", str(CONNS),
          "-d", str(duration), "-w", str(warmup), "-o", str(raw), "-b", str(BODY_LEN), "-t", "5"],
         timeout=duration + warmup + 30,
+        **({"preexec_fn": lambda: os.sched_setaffinity(0, load_cpus)} if load_cpus else {}),
     )
     wall = time.monotonic() - t0
     after = {k: cpu_seconds(p) for k, p in (cpu_pids or {}).items()}
@@ -750,6 +752,11 @@ def main(argv: list[str] | None = None) -> int:
                     "measurements (default 180; 0 with --quick)")
     ap.add_argument("--no-pin", dest="pin", action="store_false",
                     help="do not pin the proxy under wrk to its own CPU")
+    ap.add_argument("--layout", choices=["both", "nodes", "shared"], default="both",
+                    help="latency layouts: 'nodes' places the client side (load generator, client "
+                    "sidecar, single proxy) on one CPU and the server side (server sidecar, "
+                    "upstream) on the other, as two machines would; 'shared' lets the scheduler "
+                    "place everything; 'both' (default) runs nodes, then shared")
     ap.add_argument("--clusters", type=int, default=1000,
                     help="clusters in the large-config memory test (default 1000)")
     ap.add_argument("--pilotfish", default=None,
@@ -864,6 +871,9 @@ def run(args, procs: Procs, tmp: Path, lat_d: float, tput_d: float, warm_lat: fl
 
     # ---- 1. latency at a fixed 1000 rps. Direct runs first and last: their pooled samples
     # are the baseline, their difference shows the noise floor of this machine and run length.
+    # Each layout (see --layout) runs every case; the two-node layout places the client side
+    # (the load generator, the client sidecar, the single proxy) on one CPU and the server
+    # side (the server sidecar, the upstream) on the other, as two machines would.
     cases = [("direct1", up1, {})]
     if pf:
         cases.append(("proxy", pf_single, {"proxy": pf_procs["single"].pid}))
@@ -873,25 +883,45 @@ def run(args, procs: Procs, tmp: Path, lat_d: float, tput_d: float, warm_lat: fl
                                           "server": pf_procs["server"].pid}))
     cases.append(("nginx_pair", ng_client, {"client": ng_a.pid, "server": ng_b.pid}))
     cases.append(("direct2", up1, {}))
+    all_cpus = os.sched_getaffinity(0)
+    layouts = ["nodes", "shared"] if args.layout == "both" else [args.layout]
+    if len(all_cpus) < 2:
+        layouts = ["shared"]
+    client_cpu, server_cpu = {min(all_cpus)}, {max(all_cpus)}
+    movable = [upstream.pid, ng_a.pid, ng_b.pid, *(p.pid for p in pf_procs.values())]
     quiet = Quiet(procs, retries, quiet_budget)
-    lat = {}
-    for label, port, pids in cases:
-        log(f"latency: {label} ...")
-        d = lat[label] = quiet.measure(
-            lambda label=label, port=port, pids=pids: latency_run(
-                procs, tmp, loadgen, label, port, lat_d, warm_lat, pids))
-        log(f"  p50 {d['p50']:.3f}  p90 {d['p90']:.3f}  p99 {d['p99']:.3f} ms  "
-            f"({d['n']} requests; load generator wake-up lateness p99 {d['wake_p99_us']:.0f} us; "
-            f"others {d['others_cpu']:.2f} CPU, stolen {d['steal_cpu']:.2f})")
-    lat["direct"] = summarize(sorted(lat["direct1"]["lat"] + lat["direct2"]["lat"]),
-                              sorted(lat["direct1"]["svc"] + lat["direct2"]["svc"]))
+    lats: dict[str, dict] = {}
+    for layout in layouts:
+        lat = lats[layout] = {}
+        for label, port, pids in cases:
+            load_cpus = None
+            if layout == "nodes":
+                # the server side on one CPU, the client side (with the load) on the other
+                for pid in movable:
+                    set_affinity(pid, server_cpu)
+                for role, pid in pids.items():
+                    if role in ("client", "proxy"):
+                        set_affinity(pid, client_cpu)
+                load_cpus = client_cpu
+            log(f"latency ({layout}): {label} ...")
+            d = lat[label] = quiet.measure(
+                lambda label=label, port=port, pids=pids, load_cpus=load_cpus: latency_run(
+                    procs, tmp, loadgen, label, port, lat_d, warm_lat, pids, load_cpus))
+            log(f"  p50 {d['p50']:.3f}  p90 {d['p90']:.3f}  p99 {d['p99']:.3f} ms  "
+                f"({d['n']} requests; load generator wake-up lateness p99 {d['wake_p99_us']:.0f} us; "
+                f"others {d['others_cpu']:.2f} CPU, stolen {d['steal_cpu']:.2f})")
+        for pid in movable:
+            set_affinity(pid, all_cpus)
+        lat["direct"] = summarize(sorted(lat["direct1"]["lat"] + lat["direct2"]["lat"]),
+                                  sorted(lat["direct1"]["svc"] + lat["direct2"]["svc"]))
+    result["latency_layouts"] = layouts
+    lat = lats[layouts[0]]
 
     # ---- 2. saturated throughput, one process each, alternating nginx and Pilotfish. With
     # pinning, the proxy under test has CPU 1 to itself; wrk and the upstream share CPU 0.
     targets = [("nginx", "nginx proxy", ng_single, ng_b.pid)]
     if pf:
         targets.append(("pilotfish", "pilotfish proxy", pf_single, pf_procs["single"].pid))
-    all_cpus = os.sched_getaffinity(0)
     pin = args.pin and len(all_cpus) >= 2
     proxy_cpus, load_cpus = ({max(all_cpus)}, {min(all_cpus)}) if pin else (None, None)
     runs: dict[str, list[dict]] = {k: [] for k, *_ in targets}
@@ -939,21 +969,26 @@ def run(args, procs: Procs, tmp: Path, lat_d: float, tput_d: float, warm_lat: fl
         result["config_1000_clusters_kb"] = round((tmp / "pilotfish-many-clusters.yaml").stat().st_size / 1024)
         procs.stop(many)
 
-    # ---- report
-    base = lat["direct"]
-    for label in ("direct", "direct1", "direct2", "proxy", "pair", "nginx_proxy", "nginx_pair"):
-        if label in lat:
-            for p in ("p50", "p90", "p99"):
-                result[f"{label}_{p}_ms"] = r3(lat[label][p])
-            if not label.startswith("direct"):
+    # ---- report: the first layout's keys are unprefixed (the headline); the others' are
+    # prefixed with the layout's name
+    for i, layout in enumerate(layouts):
+        lt = lats[layout]
+        pre = "" if i == 0 else f"{layout}_"
+        base = lt["direct"]
+        for label in ("direct", "direct1", "direct2", "proxy", "pair", "nginx_proxy", "nginx_pair"):
+            if label in lt:
                 for p in ("p50", "p90", "p99"):
-                    result[f"{label}_{p}_added_ms"] = r3(lat[label][p] - base[p])
-            # fortio-like service time (from the actual send), for comparison
-            result[f"{label}_service_p90_ms"] = r3(lat[label]["svc_p90"])
-    result["noise_p90_ms"] = r3(abs(lat["direct2"]["p90"] - lat["direct1"]["p90"]))
-    result["noise_p99_ms"] = r3(abs(lat["direct2"]["p99"] - lat["direct1"]["p99"]))
-    result["loadgen_wakeup_p50_us"] = max(d["wake_p50_us"] for d in lat.values() if "wake_p50_us" in d)
-    result["loadgen_wakeup_p99_us"] = max(d["wake_p99_us"] for d in lat.values() if "wake_p99_us" in d)
+                    result[f"{pre}{label}_{p}_ms"] = r3(lt[label][p])
+                if not label.startswith("direct"):
+                    for p in ("p50", "p90", "p99"):
+                        result[f"{pre}{label}_{p}_added_ms"] = r3(lt[label][p] - base[p])
+                # fortio-like service time (from the actual send), for comparison
+                result[f"{pre}{label}_service_p90_ms"] = r3(lt[label]["svc_p90"])
+        result[f"{pre}noise_p90_ms"] = r3(abs(lt["direct2"]["p90"] - lt["direct1"]["p90"]))
+        result[f"{pre}noise_p99_ms"] = r3(abs(lt["direct2"]["p99"] - lt["direct1"]["p99"]))
+    every_lat = [d for lt in lats.values() for d in lt.values()]
+    result["loadgen_wakeup_p50_us"] = max(d["wake_p50_us"] for d in every_lat if "wake_p50_us" in d)
+    result["loadgen_wakeup_p99_us"] = max(d["wake_p99_us"] for d in every_lat if "wake_p99_us" in d)
     result["nginx_rps"] = round(tp_ng["rps"])
     result["nginx_cpu_per_1000rps"] = r3(tp_ng["cpu_per_1000rps"])
     result["nginx_cpu_util"] = r3(tp_ng["cpu_util"])
@@ -969,22 +1004,38 @@ def run(args, procs: Procs, tmp: Path, lat_d: float, tput_d: float, warm_lat: fl
         result["nginx_pair_cpu_per_1000rps_at_1000rps"] = r3(
             lat["nginx_pair"]["cpu_client"] + lat["nginx_pair"]["cpu_server"])
         result["rss_ratio_vs_nginx"] = r3(result["rss_idle_mb"] / result["nginx_rss_idle_mb"])
-    every = [d for d in lat.values() if "others_cpu" in d] + [r for rs in runs.values() for r in rs]
+    every = [d for d in every_lat if "others_cpu" in d] + [r for rs in runs.values() for r in rs]
     result["others_cpu_max"] = r3(max(d["others_cpu"] for d in every))
     result["steal_cpu_max"] = r3(max(d["steal_cpu"] for d in every))
     result["duration_s"] = round(time.monotonic() - t_start, 1)
     result["quick"] = bool(args.quick)
-    print_table(result, lat, tp_ng, tp_pf, pf, args.clusters)
+    print_table(result, lats, tp_ng, tp_pf, pf, args.clusters)
 
 
-def print_table(res: dict, lat: dict, tp_ng: dict, tp_pf: dict | None, pf: bool,
+LAYOUTS = {
+    "nodes": "two-node layout: load generator and client-side proxy on one CPU, server-side "
+             "proxy and upstream on the other",
+    "shared": "shared layout: every process on both CPUs, as the scheduler places them",
+}
+
+
+def print_table(res: dict, lats: dict, tp_ng: dict, tp_pf: dict | None, pf: bool,
                 n_clusters: int) -> None:
     def row(*cols):
         print(f"{cols[0]:<36}" + "".join(f"{c:>12}" for c in cols[1:]))
 
-    print()
-    print(f"Latency at {RATE} rps over {CONNS} keep-alive connections, 1 KiB body "
-          "(ms, from the intended send time)")
+    for i, (layout, lat) in enumerate(lats.items()):
+        pre = "" if i == 0 else f"{layout}_"
+        print()
+        print(f"Latency at {RATE} rps over {CONNS} keep-alive connections, 1 KiB body "
+              f"(ms, from the intended send time); {LAYOUTS[layout]}")
+        _latency_rows(row, res, lat, pre)
+    print(f"  the load generator woke up {res['loadgen_wakeup_p50_us']:.0f} us (p50) / "
+          f"{res['loadgen_wakeup_p99_us']:.0f} us (p99) after a slot, in every case alike")
+    _rest_of_table(row, res, tp_ng, tp_pf, pf, n_clusters, list(lats))
+
+
+def _latency_rows(row, res: dict, lat: dict, pre: str) -> None:
     row("case", "p50", "p90", "p99", "p99.9", "+p50", "+p90", "+p99", "+p90/nginx")
     base = lat["direct"]
     names = {"direct": "direct to upstream (baseline)", "direct1": "  direct, first run",
@@ -1005,10 +1056,12 @@ def print_table(res: dict, lat: dict, tp_ng: dict, tp_pf: dict | None, pf: bool,
         mark = " *" if "others_cpu" in d and disturbed(d) else ""
         row(names[label] + mark, f"{d['p50']:.3f}", f"{d['p90']:.3f}", f"{d['p99']:.3f}",
             f"{d['p999']:.3f}", *adds, vs)
-    print(f"  noise floor: first vs last direct run differ by {res['noise_p90_ms']:.3f} ms at "
-          f"p90, {res['noise_p99_ms']:.3f} ms at p99; the load generator woke up "
-          f"{res['loadgen_wakeup_p50_us']:.0f} us (p50) / {res['loadgen_wakeup_p99_us']:.0f} us "
-          "(p99) after a slot, in every case alike")
+    print(f"  noise floor: first vs last direct run differ by {res[pre + 'noise_p90_ms']:.3f} ms at "
+          f"p90, {res[pre + 'noise_p99_ms']:.3f} ms at p99")
+
+
+def _rest_of_table(row, res: dict, tp_ng: dict, tp_pf: dict | None, pf: bool, n_clusters: int,
+                   layouts: list[str]) -> None:
     print()
     pinned = ("; the proxy pinned to a CPU of its own, wrk and the upstream on the other"
               if res["throughput_pinned"] else "")
@@ -1055,8 +1108,9 @@ def print_table(res: dict, lat: dict, tp_ng: dict, tp_pf: dict | None, pf: bool,
         print(f"  the {n_clusters}-cluster config ({res['config_1000_clusters_kb']} KiB) was "
               f"serving {res['startup_1000_clusters_s']:.2f} s after start")
         print()
-        print("Targets: pair p90 added <= 0.25 ms: "
-              f"{res['pair_p90_added_ms']:.3f} ms; throughput >= 35% of one nginx worker: "
+        other = "".join(f" ({lay} layout: {res[lay + '_pair_p90_added_ms']:.3f} ms)" for lay in layouts[1:])
+        print(f"Targets: pair p90 added <= 0.25 ms: {res['pair_p90_added_ms']:.3f} ms in the "
+              f"{layouts[0]} layout{other}; throughput >= 35% of one nginx worker: "
               f"{100 * res['rps_ratio_vs_nginx']:.0f}%; idle RSS <= 40 MB: {res['rss_idle_mb']:.1f} MiB")
     print()
 
