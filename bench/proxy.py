@@ -756,7 +756,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="latency layouts: 'nodes' places the client side (load generator, client "
                     "sidecar, single proxy) on one CPU and the server side (server sidecar, "
                     "upstream) on the other, as two machines would; 'shared' lets the scheduler "
-                    "place everything; 'both' (default) runs nodes, then shared")
+                    "place everything; 'both' (default) runs shared (the headline keys), then "
+                    "nodes (keys prefixed nodes_)")
     ap.add_argument("--clusters", type=int, default=1000,
                     help="clusters in the large-config memory test (default 1000)")
     ap.add_argument("--pilotfish", default=None,
@@ -871,7 +872,8 @@ def run(args, procs: Procs, tmp: Path, lat_d: float, tput_d: float, warm_lat: fl
 
     # ---- 1. latency at a fixed 1000 rps. Direct runs first and last: their pooled samples
     # are the baseline, their difference shows the noise floor of this machine and run length.
-    # Each layout (see --layout) runs every case; the two-node layout places the client side
+    # Each layout (see --layout) runs every case; the first gives the unprefixed (headline)
+    # keys. The two-node layout places the client side
     # (the load generator, the client sidecar, the single proxy) on one CPU and the server
     # side (the server sidecar, the upstream) on the other, as two machines would.
     cases = [("direct1", up1, {})]
@@ -884,7 +886,7 @@ def run(args, procs: Procs, tmp: Path, lat_d: float, tput_d: float, warm_lat: fl
     cases.append(("nginx_pair", ng_client, {"client": ng_a.pid, "server": ng_b.pid}))
     cases.append(("direct2", up1, {}))
     all_cpus = os.sched_getaffinity(0)
-    layouts = ["nodes", "shared"] if args.layout == "both" else [args.layout]
+    layouts = ["shared", "nodes"] if args.layout == "both" else [args.layout]
     if len(all_cpus) < 2:
         layouts = ["shared"]
     client_cpu, server_cpu = {min(all_cpus)}, {max(all_cpus)}
