@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -18,8 +19,28 @@ ROOT = Path(__file__).resolve().parents[1]
 HTTPBIN = ROOT / "samples" / "httpbin" / "server.py"
 
 
+_PORT_RANGE = (20000, 32000)  # below Linux's ephemeral range (32768-60999 by default)
+_given: set[int] = set()  # ports handed out already (this process), not handed out twice
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port free on 127.0.0.1 now, for a process the test starts to bind soon after.
+
+    It is drawn from below the kernel's ephemeral range: a port the kernel hands out (bind
+    to port 0) can be taken again by any outgoing connection in the moment before the
+    process under test binds it, which made a listener fail to bind now and then."""
+    for _ in range(200):
+        port = random.randrange(*_PORT_RANGE)
+        if port in _given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _given.add(port)
+            return port
+    with socket.socket() as s:  # the range is crowded: fall back to the kernel's choice
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+from proxyutil import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ISTIO = (ROOT / ".." / "shared" / "istio" / "bookinfo").resolve()
@@ -55,13 +56,6 @@ pytestmark = [pytest.mark.root, pytest.mark.skipif(_SKIP is not None, reason=_SK
 
 STAR = re.compile(r'class="glyphicon glyphicon-star (text-[a-z]+-\d+)"')
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Mesh:
