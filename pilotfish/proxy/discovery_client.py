@@ -446,7 +446,8 @@ class DiscoveryClient:
             await writer.drain()
             return
         except (msgspec.ValidationError, msgspec.DecodeError) as e:
-            error = f"invalid snapshot: {e}"
+            detail = model.validation_message(e) if isinstance(e, msgspec.ValidationError) else str(e)
+            error = f"invalid snapshot: {detail}"
             px.note_rejected(msg.version, error)
         else:
             self.deltas += msg.type == "delta"

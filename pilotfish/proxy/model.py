@@ -578,12 +578,27 @@ def _check_references(cfg: ProxyConfig) -> None:
             raise ValueError(f"endpoints[{ei}]: cluster {ce.cluster!r} is not defined")
 
 
+_RULE_ERROR = re.compile(r"(?s)^([a-z_][a-z0-9_]*): (.*) - at `(\$[^`]*)`$")
+
+
+def validation_message(e: msgspec.ValidationError) -> str:
+    """msgspec's message, with the path naming the field. A rule checked in ``__post_init__``
+    reports ``field: problem - at `$.path.to.object` ``; this makes it
+    ``problem - at `$.path.to.object.field` `` (type errors already name the field)."""
+    text = str(e)
+    m = _RULE_ERROR.match(text)
+    if m is None:
+        return text
+    field, problem, path = m.groups()
+    return f"{problem} - at `{path}.{field}`"
+
+
 def decode_config(data: Any) -> ProxyConfig:
     """A mapping (from YAML/JSON) -> ProxyConfig, or ConfigError naming the field."""
     try:
         return msgspec.convert(data, ProxyConfig)
     except msgspec.ValidationError as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError(validation_message(e)) from None
 
 
 def load_config_text(text: str, name: str = "<config>") -> ProxyConfig:
