@@ -136,7 +136,7 @@ class PreparedSnapshot:
     """A snapshot ready to send: its content ``hash`` and, on demand, the framed message, whole
     or as a delta against a snapshot the proxy received before."""
 
-    __slots__ = ("hash", "size", "digests", "_wire", "_head", "_b64")
+    __slots__ = ("hash", "size", "digests", "_wire", "_head")
 
     def __init__(self, wire: model.ProxyConfig, head: model.ProxyConfig, digests: dict[str, bytes],
                  digest: str, size: int) -> None:
@@ -145,12 +145,11 @@ class PreparedSnapshot:
         self.digests = digests  # list name -> its elements' digests, concatenated (non-empty lists)
         self._wire = wire  # the config with version "" and lists of msgspec.Raw pieces
         self._head = head  # the config with version "" and empty lists
-        self._b64: dict[str, str] | None = None
 
     def _digests_b64(self) -> dict[str, str]:
-        if self._b64 is None:
-            self._b64 = {name: base64.b64encode(d).decode() for name, d in self.digests.items()}
-        return self._b64
+        # made per message, not kept: a connection keeps its last snapshot (for a resync),
+        # and thousands of connections would each keep tens of KB of text
+        return {name: base64.b64encode(d).decode() for name, d in self.digests.items()}
 
     def message(self, version: str, *, digests: bool = False) -> bytearray:
         """The framed ``snapshot`` message: the same bytes as encoding the ProxyConfig (with
