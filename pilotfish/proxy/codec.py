@@ -70,6 +70,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.write_paused = False
         self._read_pause = 0  # reasons to keep reading paused
         self._queue_paused = False  # one of them: the body of a queued request grew too large
+        self.tunnel: Stream | None = None  # a WebSocket stream: bytes now pass through it raw
         self._url: list[bytes] = []
         self._headers: dict[str, str] = {}
         self._head_bytes = 0
@@ -181,6 +182,9 @@ class DownstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._last_activity = self.loop.time()
         self.stats.downstream_cx_rx_bytes_total += len(data)
+        if self.tunnel is not None:
+            self.tunnel.tunnel_in(data)
+            return
         try:
             self._began = False
             self.parser.feed_data(data)
@@ -216,8 +220,8 @@ class DownstreamConnection(asyncio.Protocol):
         # off by the EOF (head or body incomplete) can never complete: the client is gone
         # (DC), so close now rather than wait for bytes that cannot come.
         self.closing = True
-        if self.active is None or self.parsing is not None or self._in_head:
-            return None
+        if self.tunnel is not None or self.active is None or self.parsing is not None or self._in_head:
+            return None  # (a tunnel ends when either side ends)
         return True
 
     def on_message_begin(self) -> None:
@@ -364,8 +368,22 @@ class DownstreamConnection(asyncio.Protocol):
             if rest:
                 self.data_received(rest)
             return
-        # WebSocket and other upgrades are not supported yet: refuse as Envoy does when the
-        # upgrade type is not configured.
+        if (s is not None and upgrade == "websocket" and s.method == "GET" and not s.has_body
+                and "upgrade" in s.req.headers.get("connection", "").lower()):
+            # Istio enables WebSocket upgrades: the request goes upstream with its Upgrade
+            # header, and once the upstream answers 101 bytes pass through both ways
+            # (Stream.tunnel_*). The parser is done with this connection.
+            if self.parsing is s:
+                self.parsing = None
+                s.on_request_complete()
+            s.upgrade = upgrade
+            s.keep_alive = False
+            self.tunnel = s
+            offset = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
+            if data[offset:]:
+                s.tunnel_in(data[offset:])
+            return
+        # Other upgrades are refused, as Envoy does when the upgrade type is not configured.
         if s is not None:
             self.parsing = s  # the request in error (answered 403 once those before it are)
         self.error_reply(403, "upgrade_failed")

@@ -116,6 +116,7 @@ class Stream:
         "cluster", "host", "route", "wc", "retry_state", "_discard", "_sent_at",
         "_timeout_handle", "_try_handle", "_deadline", "_per_try", "_paused_down",
         "done", "_read_paused", "_out", "_set_cookie", "_started", "_attempt_host", "_head", "_retry_status", "_snapshot", "req_headers",
+        "upgrade", "_tunnel_up", "_tunnel_buf",
     )
 
     def __init__(self, conn: DownstreamConnection, req: Request, has_body: bool, keep_alive: bool) -> None:
@@ -175,6 +176,9 @@ class Stream:
         self._attempt_host: Any = None  # the host of the attempt in flight (counted as active)
         self._head = b""
         self.done = False
+        self.upgrade: str | None = None  # "websocket" once the codec saw the upgrade request
+        self._tunnel_up: UpstreamConnection | None = None  # set when the upstream said 101
+        self._tunnel_buf: list[bytes] | None = None  # client bytes that came before the 101
 
     # ------------------------------------------------------------------ record helpers
     @property
@@ -256,6 +260,9 @@ class Stream:
     def on_downstream_reset(self) -> None:
         """The client went away (or the connection failed) before the response ended."""
         if self.done:
+            return
+        if self._tunnel_up is not None:
+            self.tunnel_closed()  # the client ended the WebSocket session
             return
         self.add_flag(DC)
         self.details = self.details or "downstream_remote_disconnect"
@@ -470,6 +477,7 @@ class Stream:
         req = self.req
         h = req.headers
         hcm = self.conn.hcm
+        upgrade = h.get("upgrade") if self.upgrade else None
         conn_hdr = h.get("connection")
         if conn_hdr:
             for tok in conn_hdr.split(","):
@@ -479,6 +487,9 @@ class Stream:
         if not HOP_BY_HOP.isdisjoint(h):
             for name in HOP_BY_HOP.intersection(h):
                 del h[name]
+        if upgrade:  # a WebSocket upgrade asks the upstream to switch protocols too
+            h["connection"] = "upgrade"
+            h["upgrade"] = upgrade
         if hcm.use_remote_address:
             xff = h.get("x-forwarded-for")
             h["x-forwarded-for"] = f"{xff}, {req.source_ip}" if xff else req.source_ip
@@ -733,6 +744,9 @@ class Stream:
     def on_response_head(self, status: int, headers: list[tuple[str, str]], version: str) -> None:
         if self.done:
             return
+        if status == 101:
+            self._switching_protocols(headers)
+            return
         cluster = self.cluster
         rs = self.retry_state
         if cluster.outlier is not None:  # type: ignore[union-attr]
@@ -815,6 +829,71 @@ class Stream:
         # held back until the upstream read that carried it is fully parsed, so that a head
         # and a small body leave in one write (one syscall) — see flush()
         self._out = [data]
+
+    # ------------------------------------------------------------------ WebSocket tunnel
+    def _switching_protocols(self, headers: list[tuple[str, str]]) -> None:
+        """The upstream accepted the upgrade: relay its 101 (with Upgrade and Connection;
+        other hop-by-hop headers dropped) at once; the upstream then hands the connection
+        over (``tunnel_established``)."""
+        self._cancel_timers()  # the route timeout ends with the handshake, as in Envoy
+        cluster = self.cluster
+        cluster.stats.record_status(101)  # type: ignore[union-attr]
+        self.upstream_service_time = int((self.loop.time() - self._sent_at) * 1000)
+        self.status = 101
+        self.details = "via_upstream"
+        out = [(n, v) for n, v in headers if (n not in HOP_BY_HOP and n != "server") or n == "upgrade"]
+        out.append(("connection", "upgrade"))
+        out.append(("x-envoy-upstream-service-time", str(self.upstream_service_time)))
+        out.append(("server", self.conn.hcm.server_name))
+        self.response_started = True
+        self.conn.write(status_line(101) + "".join([f"{n}: {v}\r\n" for n, v in out]).encode("latin-1") + b"\r\n")
+
+    def tunnel_established(self, up: UpstreamConnection, rest: bytes) -> None:
+        """The upstream connection now carries the WebSocket session: pass bytes both ways."""
+        if self.done:  # the client left during the handshake
+            up.close()
+            return
+        self._tunnel_up = up
+        if rest:
+            self.tunnel_out(rest)
+        buf, self._tunnel_buf = self._tunnel_buf, None
+        for chunk in buf or ():
+            self.tunnel_in(chunk)
+
+    def tunnel_in(self, data: bytes) -> None:
+        """Bytes from the client after the upgrade request."""
+        up = self._tunnel_up
+        if up is not None:
+            self.bytes_received += len(data)
+            up.write(data)
+            return
+        buf = self._tunnel_buf
+        if buf is None:
+            buf = self._tunnel_buf = []
+        buf.append(data)
+        if sum(map(len, buf)) > PENDING_BODY_LIMIT and not self._read_paused:
+            self._read_paused = True  # a client that does not wait for the 101
+            self.conn.pause_reading()
+
+    def tunnel_out(self, data: bytes) -> None:
+        """Bytes from the upstream after its 101."""
+        self.bytes_sent += len(data)
+        conn = self.conn
+        conn._last_activity = self.loop.time()
+        conn.write(data)
+        if conn.write_paused:
+            self.on_downstream_pause(True)
+
+    def tunnel_closed(self) -> None:
+        """Either side ended the session: end the other, log the request (101)."""
+        up, self._tunnel_up = self._tunnel_up, None
+        self.upstream = None
+        if up is not None:
+            up.close()
+        self._end_attempt()
+        self.finish(keep_alive=False)
+        self.conn.close()
+        self._signal("done")  # an attempt coroutine waiting on this exchange ends
 
     def on_response_body(self, data: bytes) -> None:
         if self._discard or self.done or self.resp_head_only:

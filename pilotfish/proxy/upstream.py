@@ -47,6 +47,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_headers",
         "_head_only",
         "idle_since",
+        "tunnel",
         "_paused",
         "local_address",
         "_done",
@@ -63,6 +64,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._status = 0
         self._head_only = False
         self.idle_since = 0.0  # loop time it was last released to the pool
+        self.tunnel: Any = None  # the stream of a WebSocket session (after a 101): bytes pass raw
         self._paused = False
         self._done = True
         self.local_address = ""
@@ -81,6 +83,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.local_address = f"{local[0]}:{local[1]}"
 
     def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.tunnel_out(data)
+            return
         if self.sink is None:
             # bytes from an idle upstream: it is not speaking HTTP/1.1 as we expect
             self.close()
@@ -90,7 +95,20 @@ class UpstreamConnection(asyncio.Protocol):
             sink = self.sink
             if sink is not None:
                 sink.flush()
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        except httptools.HttpParserUpgrade as e:
+            sink = self.sink
+            if self._status == 101 and sink is not None and getattr(sink, "upgrade", None):
+                # the upgrade the request asked for: from now on this connection belongs to
+                # the WebSocket session (never pooled again)
+                self.sink, self.tunnel = None, sink
+                offset = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
+                sink.tunnel_established(self, data[offset:])
+                return
+            self.sink = None  # a 101 nobody asked for: a protocol error
+            self.close()
+            if sink is not None:
+                sink.on_upstream_error("protocol")
+        except httptools.HttpParserError:
             # a malformed response, or a 101 (we never ask to upgrade): a protocol error
             sink, self.sink = self.sink, None
             self.close()
@@ -103,6 +121,10 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
+        tunnel, self.tunnel = self.tunnel, None
+        if tunnel is not None:
+            tunnel.tunnel_closed()  # the upstream ended the WebSocket session
+            return
         sink, self.sink = self.sink, None
         if sink is not None:
             if not self._done and self._status and self._read_until_close():
@@ -142,7 +164,10 @@ class UpstreamConnection(asyncio.Protocol):
         status = self.parser.get_status_code()
         self._status = status
         if status < 200:
-            return  # 1xx informational: swallowed (we answer 100-continue ourselves)
+            sink = self.sink
+            if status == 101 and sink is not None and getattr(sink, "upgrade", None):
+                sink.on_response_head(101, self._headers, self.parser.get_http_version())
+            return  # other 1xx: swallowed (we answer 100-continue ourselves)
         sink = self.sink
         if sink is not None:
             sink.on_response_head(status, self._headers, self.parser.get_http_version())

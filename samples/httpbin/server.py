@@ -10,6 +10,8 @@
   /close                close the connection without answering
   /closemid             promise 100 bytes, send 10, close
   /flaky/N?key=K        the first N requests with key K answer 503, then 200
+  /ws                   a WebSocket upgrade (101 with Sec-WebSocket-Accept), then every byte
+                        received is echoed back raw until the client closes
   /_log                 the last 100 requests seen (method, path, host, headers), as JSON
   /headers, /anything, anything else: echo the request as JSON
 
@@ -116,6 +118,20 @@ class Upstream:
             hs = [("content-type", ctype), ("content-length", str(len(body))), *extra]
             writer.write(self.head(status, hs) + (b"" if head_only or status in (204, 304) else body))
 
+        if path == "/ws" and hd.get("upgrade", "").lower() == "websocket":
+            import base64
+            import hashlib
+
+            key = hd.get("sec-websocket-key", "")
+            accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+            writer.write(f"HTTP/1.1 101 Switching Protocols\r\nx-upstream: {self.name}\r\nUpgrade: websocket\r\n"
+                         f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept.decode()}\r\n\r\n".encode())
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    return False
+                writer.write(data)
+                await writer.drain()
         if self.fail_status and path != "/_log":
             send(self.fail_status, b'{"failing": true}')
         elif path == "/_log":

@@ -223,9 +223,8 @@ def test_valid_framing_variants_are_accepted(env: Env) -> None:
 
 
 def test_unsupported_upgrade_is_refused(env: Env) -> None:
-    out = assert_refused(env, GET + b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
-                         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                         403)
+    """WebSocket is the upgrade Istio enables; any other is refused as Envoy does."""
+    out = assert_refused(env, GET + b"Connection: Upgrade\r\nUpgrade: IRC/6.9\r\n\r\n", 403)
     assert b"upgrade" not in out.split(b"\r\n\r\n")[0].lower().replace(b"connection: close", b"")
 
 

@@ -855,8 +855,9 @@ HEAD_CASES = [
     ("cl-over-max-request-bytes", POST + b"Content-Length: 17\r\n\r\n" + b"z" * 17, 413),
     ("asterisk-form-get", b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("absolute-form-bad-scheme", b"GET ftp://a/x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
-    ("websocket-upgrade", GET + b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
-     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", 403),
+    ("unsupported-upgrade", GET + b"Connection: Upgrade\r\nUpgrade: IRC/6.9\r\n\r\n", 403),
+    ("websocket-upgrade-with-a-body", POST + b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
+     b"Content-Length: 2\r\n\r\nhi", 403),
     ("tls-client-hello", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40, 400),
 ]
 

@@ -592,6 +592,64 @@ def test_h2c_upgrade_request_is_answered_in_http11(env: Env) -> None:
         c.close()
 
 
+WS_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 section 1.3's example key and its accept value
+WS_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+WS_UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+              b"Sec-WebSocket-Key: " + WS_KEY + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def test_websocket_upgrade_then_bytes_pass_both_ways(env: Env) -> None:
+    """Istio enables WebSocket upgrades: the 101 comes back with the upstream's handshake,
+    then the session's bytes pass both ways unchanged (the upstream echoes them)."""
+    c = RawConn(env.port)
+    try:
+        c.send(WS_UPGRADE)
+        status, _, headers = c.read_head()
+        assert status == 101, headers
+        assert headers["upgrade"] == ["websocket"] and headers["connection"] == ["upgrade"]
+        assert headers["sec-websocket-accept"] == [WS_ACCEPT]  # the upstream's handshake, untouched
+        assert headers["x-upstream"] == ["a"] and "content-length" not in headers
+        for message in (b"\x81\x05hello", bytes(range(256)) * 400, b"GET / HTTP/1.1\r\n\r\n"):
+            c.send(message)  # bytes after the upgrade are not HTTP any more, even when they look so
+            assert c.read_exact(len(message)) == message
+    finally:
+        c.close()
+    end = time.monotonic() + 5
+    while True:  # the line is written once the proxy has seen the close (and a batch is due)
+        lines = [ln for ln in env.px.access_lines(wait_for=1) if '"GET /ws HTTP/1.1" 101' in ln]
+        if lines or time.monotonic() > end:
+            break
+        time.sleep(0.05)
+    assert lines, "no access log line for the WebSocket session"
+    assert " - via_upstream " in lines[-1]  # no DC flag: the client ending the session is normal
+
+
+def test_websocket_client_half_close_ends_the_session(env: Env) -> None:
+    c = RawConn(env.port)
+    try:
+        c.send(WS_UPGRADE)
+        assert c.read_head()[0] == 101
+        c.send(b"ping")
+        assert c.read_exact(4) == b"ping"
+        c.sock.shutdown(socket.SHUT_WR)  # the client ends its side: the proxy ends both
+        assert c.is_closed()
+    finally:
+        c.close()
+
+
+def test_websocket_upgrade_refused_by_the_upstream_is_an_ordinary_response(env: Env) -> None:
+    """An upstream that does not switch answers normally; the connection then closes (the
+    client may have sent bytes meant for the upgraded protocol)."""
+    c = RawConn(env.port)
+    try:
+        c.send(WS_UPGRADE.replace(b"/ws", b"/status/426"))
+        status, headers, _ = c.read_response()
+        assert status == 426 and headers["connection"] == ["close"]
+        assert c.is_closed()
+    finally:
+        c.close()
+
+
 def test_hop_by_hop_response_headers_removed(env: Env) -> None:
     c = RawConn(env.port, timeout=5)
     try:
