@@ -136,13 +136,15 @@ class UpstreamConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._paused = True
-        if self.sink is not None:
-            self.sink.on_upstream_pause(True)
+        sink = self.sink or self.tunnel
+        if sink is not None:
+            sink.on_upstream_pause(True)
 
     def resume_writing(self) -> None:
         self._paused = False
-        if self.sink is not None:
-            self.sink.on_upstream_pause(False)
+        sink = self.sink or self.tunnel
+        if sink is not None:
+            sink.on_upstream_pause(False)
 
     # -- httptools callbacks
     def on_message_begin(self) -> None:

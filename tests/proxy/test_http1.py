@@ -637,6 +637,31 @@ def test_websocket_client_half_close_ends_the_session(env: Env) -> None:
         c.close()
 
 
+def test_websocket_session_has_backpressure_both_ways(env: Env) -> None:
+    """A client that sends 32 MiB and does not read: the echo fills the way back, the proxy
+    stops reading each side in turn, and its memory stays bounded; then everything arrives."""
+    total = 32 << 20
+    c = RawConn(env.port, timeout=30, rcvbuf=64 * 1024)
+    try:
+        c.send(WS_UPGRADE)
+        assert c.read_head()[0] == 101
+        sent = threading.Thread(target=lambda: c.sock.sendall(b"w" * total), daemon=True)
+        sent.start()
+        time.sleep(1.5)  # nothing read: both directions fill up and pause
+        assert sent.is_alive(), "32 MiB went through without the client reading: no backpressure"
+        assert env.px.rss_kb() < 150 * 1024
+        got = len(c.buf)
+        c.buf = b""
+        while got < total:
+            chunk = c.sock.recv(1 << 20)
+            assert chunk, f"closed after {got} bytes"
+            got += len(chunk)
+        sent.join(10)
+        assert got == total and not sent.is_alive()
+    finally:
+        c.close()
+
+
 def test_websocket_upgrade_refused_by_the_upstream_is_an_ordinary_response(env: Env) -> None:
     """An upstream that does not switch answers normally; the connection then closes (the
     client may have sent bytes meant for the upgraded protocol)."""
