@@ -83,6 +83,16 @@ class App:
     def log(self) -> str:
         return "".join(self.lines)
 
+    def lines_with(self, text: str, timeout: float = 5.0) -> list[str]:
+        """The lines containing ``text``, waiting for the first (a reader thread collects
+        the child's output, so a line can land just after the response that caused it)."""
+        end = time.monotonic() + timeout
+        while True:
+            seen = [line for line in self.lines if text in line]
+            if seen or time.monotonic() > end:
+                return seen
+            time.sleep(0.02)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -345,12 +355,12 @@ def test_login_sends_end_user_to_ratings(mesh):
     rid = uuid.uuid4().hex
     status, _, page = request(port, "/productpage", headers={"Cookie": cookie, "x-request-id": rid})
     assert status == 200 and "Signed in as jason" in page and "Sign out" in page
-    seen = [line for line in mesh["ratings"].lines if rid in line]
+    seen = mesh["ratings"].lines_with(rid)
     assert seen and all("end-user=jason" in line for line in seen)
     # without the session cookie no end-user is sent, and a client cannot forge one
     rid = uuid.uuid4().hex
     request(port, "/productpage", headers={"x-request-id": rid, "end-user": "mallory"})
-    seen = [line for line in mesh["ratings"].lines if rid in line]
+    seen = mesh["ratings"].lines_with(rid)
     assert seen and not any("end-user=" in line for line in seen)
     # sign out clears the cookie
     status, headers, _ = request(port, "/logout", headers={"Cookie": cookie})
