@@ -30,7 +30,6 @@ class LongLivedGC:
         self.interval = interval
         self.quiet = quiet
         self.last_change = time.monotonic()
-        self.last_full = time.monotonic()
         self.full_collections = 0
         self._survivors = 0  # objects frozen after the last full collection
         self._handle: asyncio.TimerHandle | None = None
@@ -57,7 +56,6 @@ class LongLivedGC:
         gc.freeze()
         self._survivors = gc.get_freeze_count()
         self.full_collections += 1
-        self.last_full = time.monotonic()
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         now = time.monotonic()

@@ -61,6 +61,14 @@ class Backend(Protocol):
         ...
 
 
+def apply_change(records: dict[RecordKey, Record], puts: Sequence[Record], deletes: Sequence[RecordKey]) -> None:
+    """Apply one change set to ``records`` in place: deletes, then puts."""
+    for key in deletes:
+        records.pop(key, None)
+    for r in puts:
+        records[r.key] = r
+
+
 class MemoryBackend:
     """Keeps records in a dict. ``fail_next_commit`` lets tests simulate a storage failure."""
 
@@ -81,10 +89,7 @@ class MemoryBackend:
             exc, self.fail_next_commit = self.fail_next_commit, None
             raise exc
         records = dict(self._records)
-        for key in deletes:
-            records.pop(key, None)
-        for r in puts:
-            records[r.key] = r
+        apply_change(records, puts, deletes)
         self._records = records
         self._rv = resource_version
         self.commits += 1

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import msgspec
 
-from pilotfish.config.backend import Record, RecordKey, Snapshot
+from pilotfish.config.backend import Record, RecordKey, Snapshot, apply_change
 
 FORMAT = "pilotfish.config/v1"
 STATE_FILE = "store.json"
@@ -128,7 +128,7 @@ class FileBackend:
                     f"{self.journal_path}: resource version {entry.resource_version} follows {rv}; "
                     "the journal is inconsistent"
                 )
-            _apply(records, entry.puts, entry.deletes)
+            apply_change(records, entry.puts, entry.deletes)
             rv = entry.resource_version
             newer += 1
         fd = self._open_journal()
@@ -160,10 +160,10 @@ class FileBackend:
                 line = None
         if line is not None:
             self._append(line)
-            _apply(self._records, puts, deletes)
+            apply_change(self._records, puts, deletes)
         else:
             records = dict(self._records)
-            _apply(records, puts, deletes)
+            apply_change(records, puts, deletes)
             self._compact(records, resource_version)
             self._records = records
         self._rv = resource_version
@@ -289,13 +289,6 @@ class FileBackend:
         for p in self.dir.glob(TMP_PREFIX + "*"):
             with contextlib.suppress(OSError):
                 p.unlink()
-
-
-def _apply(records: dict[RecordKey, Record], puts: Sequence[Record], deletes: Sequence[RecordKey]) -> None:
-    for key in deletes:
-        records.pop(key, None)
-    for r in puts:
-        records[r.key] = r
 
 
 def _sync_data(fd: int) -> None:

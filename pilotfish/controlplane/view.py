@@ -22,12 +22,12 @@ VirtualServices for one host on sidecars, two Sidecars for one workload) use tha
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from pilotfish.api.types.meta import TypedObject
+from pilotfish.memo import Memoized
 
 __all__ = ["ConfigView", "Entry", "DEFAULT_ROOT_NAMESPACE", "DEFAULT_DOMAIN_SUFFIX", "EXPORT_TO_ANNOTATION"]
 
@@ -40,7 +40,6 @@ _CLUSTER_SCOPED = frozenset({"Namespace"})
 _GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 _EVERYONE = frozenset({"*"})
 
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -120,7 +119,7 @@ def _entry_of(item: Any, default_namespace: str) -> Entry | None:
     return Entry(obj, kind, ns, md.name, file, line, created or md.creation_timestamp or "")
 
 
-class ConfigView:
+class ConfigView(Memoized):
     """An immutable view of the configuration; see the module docstring."""
 
     def __init__(
@@ -141,8 +140,7 @@ class ConfigView:
             by_kind.setdefault(e.kind, []).append(e)
         self._by_kind: dict[str, tuple[Entry, ...]] = {k: tuple(sorted(v, key=_order)) for k, v in by_kind.items()}
         self._by_key = latest
-        self._memo: dict[Any, Any] = {}
-        self._memo_lock = threading.Lock()
+        super().__init__()  # Memoized: memo(), drop_caches()
 
     @classmethod
     def build(
@@ -210,26 +208,6 @@ class ConfigView:
         """Is ``entry`` visible to workloads (and config) of ``namespace``?"""
         ex = self.export_to(entry)
         return "*" in ex or namespace in ex
-
-    # ------------------------------------------------------------------ derived data
-
-    def memo(self, key: Any, factory: Callable[[], T]) -> T:
-        """Derived data computed once per view (indices, translation caches). ``factory`` must
-        be a pure function of this view (and of immutable objects named in ``key``)."""
-        try:
-            return self._memo[key]
-        except KeyError:
-            pass
-        value = factory()
-        with self._memo_lock:
-            return self._memo.setdefault(key, value)
-
-    def drop_caches(self) -> None:
-        """Forget the derived data. The caches refer back to this view, so a view replaced
-        by a newer one is freed by reference counting once they are dropped, without waiting
-        for a cyclic garbage collection. Later ``memo`` calls compute again."""
-        with self._memo_lock:
-            self._memo = {}
 
 
 def resolve_export_to(values: Iterable[str], own_namespace: str) -> frozenset[str]:

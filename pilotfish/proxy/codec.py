@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from pilotfish.proxy.http import _NAMES, REASONS, Request, header_name
+from pilotfish.proxy.http import _NAMES, REASONS, Request, after_upgrade, header_name
 from pilotfish.proxy.stream import Stream, local_reply_bytes
 
 if TYPE_CHECKING:
@@ -363,8 +363,7 @@ class DownstreamConnection(asyncio.Protocol):
                 self.parsing = None
                 s.on_request_complete()
             self.parser = httptools.HttpRequestParser(self)
-            offset = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
-            rest = data[offset:]
+            rest = after_upgrade(e, data)
             if rest:
                 self.data_received(rest)
             return
@@ -379,9 +378,9 @@ class DownstreamConnection(asyncio.Protocol):
             s.upgrade = upgrade
             s.keep_alive = False
             self.tunnel = s
-            offset = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
-            if data[offset:]:
-                s.tunnel_in(data[offset:])
+            rest = after_upgrade(e, data)
+            if rest:
+                s.tunnel_in(rest)
             return
         # Other upgrades are refused, as Envoy does when the upgrade type is not configured.
         if s is not None:

@@ -75,6 +75,13 @@ def header_name(raw: bytes) -> str:
     return n
 
 
+def after_upgrade(e: Exception, data: bytes) -> bytes:
+    """The bytes of ``data`` after the head httptools stopped at (``HttpParserUpgrade``
+    carries that offset)."""
+    offset = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
+    return data[offset:]
+
+
 class Request:
     """A parsed downstream request, as the filters and router see it."""
 

@@ -97,6 +97,10 @@ def _http_date() -> str:
 _DROPPED_ANYWAY = HOP_BY_HOP | {"close"}
 
 
+def _response_head(status: int, headers: list[tuple[str, str]]) -> bytes:
+    return status_line(status) + "".join([f"{n}: {v}\r\n" for n, v in headers]).encode("latin-1") + b"\r\n"
+
+
 def new_request_id() -> str:
     """A version-4 UUID string (from a fast PRNG, as Envoy's request ids are)."""
     h = f"{_getrandbits(128):032x}"
@@ -188,9 +192,12 @@ class Stream:
     def flags_str(self) -> str:
         return ",".join(self.flags) if self.flags else "-"
 
+    def elapsed(self) -> float:
+        """Seconds from the request's arrival to its end (or to now, while it runs)."""
+        return (self.t_end or self.loop.time()) - self.t0
+
     def duration_ms(self) -> int:
-        end = self.t_end or self.loop.time()
-        return int((end - self.t0) * 1000)
+        return int(self.elapsed() * 1000)
 
     @property
     def downstream_local(self) -> str:
@@ -824,7 +831,7 @@ class Stream:
             out.append(("connection", "close"))
         elif req.version == "1.0":
             out.append(("connection", "keep-alive"))
-        data = status_line(status) + "".join([f"{n}: {v}\r\n" for n, v in out]).encode("latin-1") + b"\r\n"
+        data = _response_head(status, out)
         self.response_started = True
         # held back until the upstream read that carried it is fully parsed, so that a head
         # and a small body leave in one write (one syscall) — see flush()
@@ -846,7 +853,7 @@ class Stream:
         out.append(("x-envoy-upstream-service-time", str(self.upstream_service_time)))
         out.append(("server", self.conn.hcm.server_name))
         self.response_started = True
-        self.conn.write(status_line(101) + "".join([f"{n}: {v}\r\n" for n, v in out]).encode("latin-1") + b"\r\n")
+        self.conn.write(_response_head(101, out))
 
     def tunnel_established(self, up: UpstreamConnection, rest: bytes) -> None:
         """The upstream connection now carries the WebSocket session: pass bytes both ways."""

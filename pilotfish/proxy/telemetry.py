@@ -51,7 +51,7 @@ class IstioMetrics:
         if row is None:
             # count, duration sum, bucket counts
             row = self.series[key] = [0, 0.0, [0] * (len(BUCKETS) + 1)]
-        ms = ((s.t_end or s.loop.time()) - s.t0) * 1000.0
+        ms = s.elapsed() * 1000.0
         row[0] += 1
         row[1] += ms
         row[2][bisect_left(BUCKETS, ms)] += 1

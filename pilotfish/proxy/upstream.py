@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httptools
 
-from pilotfish.proxy.http import _NAMES, header_name
+from pilotfish.proxy.http import _NAMES, after_upgrade, header_name
 
 if TYPE_CHECKING:
     from pilotfish.proxy.lb import Host
@@ -95,21 +95,14 @@ class UpstreamConnection(asyncio.Protocol):
             sink = self.sink
             if sink is not None:
                 sink.flush()
-        except httptools.HttpParserUpgrade as e:
-            sink = self.sink
-            if self._status == 101 and sink is not None and getattr(sink, "upgrade", None):
-                # the upgrade the request asked for: from now on this connection belongs to
-                # the WebSocket session (never pooled again)
-                self.sink, self.tunnel = None, sink
-                offset = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
-                sink.tunnel_established(self, data[offset:])
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as e:
+            if isinstance(e, httptools.HttpParserUpgrade) and self._upgrading():
+                # the 101 the request asked for: from now on this connection belongs to the
+                # WebSocket session (never pooled again)
+                self.sink, self.tunnel = None, self.sink
+                self.tunnel.tunnel_established(self, after_upgrade(e, data))
                 return
-            self.sink = None  # a 101 nobody asked for: a protocol error
-            self.close()
-            if sink is not None:
-                sink.on_upstream_error("protocol")
-        except httptools.HttpParserError:
-            # a malformed response, or a 101 (we never ask to upgrade): a protocol error
+            # a malformed response, or a 101 nobody asked for: a protocol error
             sink, self.sink = self.sink, None
             self.close()
             if sink is not None:
@@ -166,9 +159,8 @@ class UpstreamConnection(asyncio.Protocol):
         status = self.parser.get_status_code()
         self._status = status
         if status < 200:
-            sink = self.sink
-            if status == 101 and sink is not None and getattr(sink, "upgrade", None):
-                sink.on_response_head(101, self._headers, self.parser.get_http_version())
+            if status == 101 and self._upgrading():
+                self.sink.on_response_head(101, self._headers, self.parser.get_http_version())  # type: ignore[union-attr]
             return  # other 1xx: swallowed (we answer 100-continue ourselves)
         sink = self.sink
         if sink is not None:
@@ -192,6 +184,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._finish(self.parser.should_keep_alive())
 
     # -- helpers
+    def _upgrading(self) -> bool:
+        """The response is a 101 and the exchange asked for a WebSocket upgrade."""
+        return self._status == 101 and self.sink is not None and bool(getattr(self.sink, "upgrade", None))
+
     def _keep_alive_from_headers(self) -> bool:
         for n, v in self._headers:
             if n == "connection" and "close" in v.lower():

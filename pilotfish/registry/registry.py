@@ -26,10 +26,10 @@ WorkloadEntry's ``ports[<service port name>]`` wins over the target port.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
+from pilotfish.memo import Memoized
 from pilotfish.registry.model import Endpoint, Service, ServicePort, Workload
 from pilotfish.registry.protocol import service_entry_port_protocol, service_port_protocol
 
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Registry"]
 
-T = TypeVar("T")
 
 LOCALITY_LABEL = "istio-locality"
 REGION_LABEL = "topology.kubernetes.io/region"
@@ -152,7 +151,7 @@ class _WorkloadIndex:
 # --------------------------------------------------------------------------- the registry
 
 
-class Registry:
+class Registry(Memoized):
     """Services, workloads and endpoints of one ConfigView. Immutable once built."""
 
     def __init__(
@@ -183,8 +182,7 @@ class Registry:
         for w in self.workloads:
             if w.address:
                 self._workloads_by_ip.setdefault(w.address, []).append(w)
-        self._memo: dict[Any, Any] = {}
-        self._memo_lock = threading.Lock()
+        super().__init__()  # Memoized: memo(), drop_caches()
 
     # ------------------------------------------------------------------ reading
 
@@ -221,23 +219,6 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"<Registry {len(self.services)} services, {len(self.workloads)} workloads>"
-
-    def memo(self, key: Any, factory: Callable[[], T]) -> T:
-        """Derived data computed once per registry (translation caches)."""
-        try:
-            return self._memo[key]
-        except KeyError:
-            pass
-        value = factory()
-        with self._memo_lock:
-            return self._memo.setdefault(key, value)
-
-    def drop_caches(self) -> None:
-        """Forget the derived data. The caches refer back to this registry, so a registry replaced
-        by a newer one is freed by reference counting once they are dropped, without waiting
-        for a cyclic garbage collection. Later ``memo`` calls compute again."""
-        with self._memo_lock:
-            self._memo = {}
 
     # ------------------------------------------------------------------ building
 
